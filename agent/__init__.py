@@ -1,0 +1,1 @@
+"""halofarm board agent: benchmarks and adapts TFLite models on a board, reports over MQTT."""

@@ -1,0 +1,1 @@
+"""halofarm coordinator: the laptop side (CLI halo-coord)."""

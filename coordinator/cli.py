@@ -1,0 +1,43 @@
+"""`halo-coord`: the coordinator's command line. Errors a user can fix print one line and exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from coordinator.errors import UserError
+from coordinator.zoo.cli import zoo
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """halofarm coordinator: plan, run and analyse measurements on a farm of edge boards.
+
+    \b
+    Example:
+      halo-coord zoo generate --space nb201 --sample 20 --seed 0 --out zoo/
+      halo-coord zoo verify zoo/
+    """
+
+
+cli.add_command(zoo)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"halo-coord: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="halo-coord", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message().replace("\n", " "))
+    except UserError as exc:
+        _fail(str(exc).replace("\n", " "))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)

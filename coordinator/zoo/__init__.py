@@ -1,0 +1,1 @@
+"""Model zoo: TFLite models of NAS search spaces, written without TensorFlow."""
