@@ -7,7 +7,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The project's reference data: ``../shared/data`` next to the repository root."""
     path = REPO_ROOT.parent / "shared" / "data"

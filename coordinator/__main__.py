@@ -1,0 +1,5 @@
+"""`python -m coordinator` = `halo-coord`."""
+
+from coordinator.cli import main
+
+main()
