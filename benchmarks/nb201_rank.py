@@ -15,8 +15,10 @@ LiteRT + XNNPACK (`resolver="auto"`), 1 thread, the process pinned to one CPU, w
 MAX_RUNS for near-empty folded models), `invoke()` alone timed with `time.perf_counter_ns()`,
 median per model. Models are measured in a random order so drift does not line up with archs.
 Spearman rho of our medians against each device column, and against our MACs, on all sampled
-archs and on the connected ones only. The same columns' rho against MACs on the same sample
-shows what the sample alone would give.
+archs, on the connected ones, and on those without dead ops (an op whose result nothing on the
+way to the cell output reads: XNNPACK removes such ops at run time, TFLite's own kernels and the
+non-TFLite devices run them). The third MACs convention, `live ops`, counts only what XNNPACK
+runs. The same columns' rho against MACs on the same sample shows what the sample alone gives.
 
 Spearman rho = Pearson correlation of average ranks (ties share their mean rank); no scipy.
 
@@ -161,6 +163,32 @@ def unfolded_macs(archs: list[str], base: int, costs: dict[str, int]) -> np.ndar
     )
 
 
+def live_edges(ops: tuple[str, ...]) -> list[bool]:
+    """Edges whose result is read on the way to the cell output. XNNPACK drops every op whose
+    output nothing reads, so on LiteRT's default path only these edges cost time."""
+    live = [op != "none" for op in ops]
+    read = {3: True, 2: live[5]}
+    read[1] = live[4] or (live[2] and read[2])
+    return [live[k] and read[dst] for k, (_, dst) in enumerate(nb201.EDGES)]
+
+
+def live_macs(archs: list[str], base: int, costs: dict[str, int]) -> np.ndarray:
+    """MACs of the ops LiteRT + XNNPACK executes: live edges only, 0 when folded."""
+    out = []
+    for arch in archs:
+        ops = nb201.parse_ops(arch)
+        live = zip(ops, live_edges(ops), strict=True)
+        out.append(
+            base + sum(costs[op] for op, keep in live if keep) if nb201.is_connected(ops) else 0
+        )
+    return np.array(out, dtype=np.int64)
+
+
+def has_dead_ops(arch: str) -> bool:
+    ops = nb201.parse_ops(arch)
+    return live_edges(ops) != [op != "none" for op in ops]
+
+
 def macs_table(archs: list[str]) -> dict:
     t0 = time.perf_counter()
     folded = folded_macs(archs)
@@ -249,10 +277,10 @@ def measure(archs: list[str], cfg: dict) -> list[dict]:
 
 
 def correlations(
-    all_idx, columns, macs, sample_idx, measured, sample_macs, connected
+    all_idx, columns, macs, sample_idx, measured, sample_macs, connected, alive
 ) -> list[dict]:
     """Per device: rho of MACs (all archs, both conventions), and on the sample of MACs and of
-    our measured latency (all sampled, connected only)."""
+    our measured latency (all sampled, connected only, without dead ops)."""
     pos = {int(i): k for k, i in enumerate(all_idx)}
     rows_all = np.array([pos[int(i)] for i in macs["indices"]])
     rows_sample = np.array([pos[int(i)] for i in sample_idx])
@@ -267,19 +295,23 @@ def correlations(
                 "rho_macs_sample": spearman(sample_macs, s),
                 "rho_measured_sample": spearman(measured, s),
                 "rho_measured_sample_connected": spearman(measured[connected], s[connected]),
+                "rho_measured_sample_no_dead_ops": spearman(measured[alive], s[alive]),
             }
         )
     return out
 
 
-def print_table(rows: list[dict], extra: list[tuple[str, float, float]], n: int, n_all: int):
+def print_table(
+    rows: list[dict], extra: list[tuple], n: int, n_all: int, n_conn: int, n_alive: int
+):
     header = (
         "device",
         f"rho MACs all-{n_all} (unfolded)",
         "(folded)",
         f"rho MACs {n}",
         f"rho measured {n}",
-        "(connected)",
+        f"(connected {n_conn})",
+        f"(no dead ops {n_alive})",
     )
     lines = [header]
     fmt = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
@@ -292,10 +324,11 @@ def print_table(rows: list[dict], extra: list[tuple[str, float, float]], n: int,
                 fmt(r["rho_macs_sample"]),
                 fmt(r["rho_measured_sample"]),
                 fmt(r["rho_measured_sample_connected"]),
+                fmt(r["rho_measured_sample_no_dead_ops"]),
             )
         )
-    for name, all_, conn in extra:
-        lines.append((name, "-", "-", "-", fmt(all_), fmt(conn)))
+    for name, *rhos in extra:
+        lines.append((name, "-", "-", "-", *map(fmt, rhos)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         cells = zip(line, widths, strict=True)
@@ -352,24 +385,27 @@ def main(argv: list[str] | None = None) -> int:
     measured = np.array([r["median_ms"] for r in results])
     sample_macs = np.array([r["macs"] for r in results])
     connected = np.array([r["connected"] for r in results])
-    unfolded_sample = unfolded_macs(sample, macs["base_macs"], macs["edge_op_macs"])
-    rows = correlations(all_idx, columns, macs, sample_idx, measured, sample_macs, connected)
+    alive = np.array([not has_dead_ops(a) for a in sample])
+    conventions = {
+        "our MACs (folded)": sample_macs,
+        "our MACs (unfolded)": unfolded_macs(sample, macs["base_macs"], macs["edge_op_macs"]),
+        "our MACs (live ops)": live_macs(sample, macs["base_macs"], macs["edge_op_macs"]),
+    }
     extra = [
         (
-            "our MACs (folded)",
-            spearman(measured, sample_macs),
-            spearman(measured[connected], sample_macs[connected]),
-        ),
-        (
-            "our MACs (unfolded)",
-            spearman(measured, unfolded_sample),
-            spearman(measured[connected], unfolded_sample[connected]),
-        ),
+            name,
+            spearman(measured, m),
+            spearman(measured[connected], m[connected]),
+            spearman(measured[alive], m[alive]),
+        )
+        for name, m in conventions.items()
     ]
-    print_table(rows, extra, len(sample), len(mac_idx))
+    rows = correlations(all_idx, columns, macs, sample_idx, measured, sample_macs, connected, alive)
+    print_table(rows, extra, len(sample), len(mac_idx), int(connected.sum()), int(alive.sum()))
     wall = time.perf_counter() - t_start
     print(
-        f"{len(sample)} archs measured ({int(connected.sum())} connected) in {measure_s:.0f} s; "
+        f"{len(sample)} archs measured ({int(connected.sum())} connected, {int(alive.sum())} "
+        f"without dead ops) in {measure_s:.0f} s; "
         f"MACs of {len(mac_idx)} archs in {macs['seconds']:.0f} s; wall {wall:.0f} s"
     )
     low = [r["device"] for r in rows if r["device"] in PHONE_CPU and r["rho_measured_sample"] < 0.8]
@@ -394,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
             "disconnected_with_nonzero_macs": macs["disconnected_with_nonzero_macs"],
         },
         "correlations": rows,
-        "measured_vs_macs": [{"macs": n, "rho_all": a, "rho_connected": c} for n, a, c in extra],
+        "measured_vs_macs": [
+            {"macs": n, "rho_all": a, "rho_connected": c, "rho_no_dead_ops": d}
+            for n, a, c, d in extra
+        ],
         "measure_seconds": measure_s,
         "wall_seconds": wall,
         "models": results,
