@@ -37,13 +37,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from multiprocessing import Pool  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import machine_facts  # noqa: E402
 
 from agent.runtime import load_runtime, make_interpreter, runtime_info  # noqa: E402
 from coordinator.zoo.analytics import stats  # noqa: E402
@@ -333,25 +333,6 @@ def print_table(
     for line in lines:
         cells = zip(line, widths, strict=True)
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
-
-
-def machine_facts() -> dict:
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

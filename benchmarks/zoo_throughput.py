@@ -33,13 +33,13 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import machine_facts as base_machine_facts  # noqa: E402
 
 from coordinator.zoo.generate import Generator, build_graph, make_spec  # noqa: E402
 from coordinator.zoo.quantize import activation_ranges, calibration_inputs  # noqa: E402
@@ -60,21 +60,8 @@ CALIBRATION_MODELS = 5  # int8 models whose calibration pass is timed on its own
 
 
 def machine_facts() -> dict:
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
+        **base_machine_facts(),
         "blas_threads_env": {
             v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
         },
