@@ -115,28 +115,9 @@ def load_latency(path: Path) -> tuple[np.ndarray, list[str], dict[str, np.ndarra
 # ---------------------------------------------------------------- MACs
 
 
-class ShapeInit(Init):
-    """Zero weights: MACs depend only on shapes, and zeros are cheaper than seeded normals."""
-
-    def __init__(self) -> None:
-        pass
-
-    def conv(self, cout: int, k: int, cin_per_group: int) -> np.ndarray:
-        return np.zeros((cout, k, k, cin_per_group), np.float32)
-
-    def depthwise(self, channels: int, k: int) -> np.ndarray:
-        return np.zeros((1, k, k, channels), np.float32)
-
-    def dense(self, out_f: int, in_f: int, std: float | None = None) -> np.ndarray:
-        return np.zeros((out_f, in_f), np.float32)
-
-    def batch_norm(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.ones(c, np.float32), np.zeros(c, np.float32)
-
-
 def built_macs(arch: str) -> int:
     """MACs of our cifar10 model of `arch` (0 when it is folded)."""
-    return stats(nb201.build(arch, "cifar10", None, ShapeInit()).graph).macs
+    return stats(nb201.build(arch, "cifar10", None, Init(0)).graph).macs
 
 
 def folded_macs(archs: list[str]) -> np.ndarray:

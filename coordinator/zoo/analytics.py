@@ -3,10 +3,9 @@ memory, op histogram and kernel count after the fusions every runtime does."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-
-import numpy as np
 
 from coordinator.zoo.graph import Graph
 
@@ -58,16 +57,16 @@ def op_macs(graph: Graph, op) -> int:
     out = t[op.outputs[0]].shape
     if op.kind == "CONV_2D":
         _, kh, kw, cin_g = t[op.inputs[1]].shape
-        return int(np.prod(out, dtype=np.int64)) * kh * kw * cin_g
+        return int(math.prod(out)) * kh * kw * cin_g
     if op.kind == "DEPTHWISE_CONV_2D":
         _, kh, kw, _ = t[op.inputs[1]].shape
-        return int(np.prod(out, dtype=np.int64)) * kh * kw
+        return int(math.prod(out)) * kh * kw
     if op.kind == "FULLY_CONNECTED":
         out_f, in_f = t[op.inputs[1]].shape[:2]
-        return int(np.prod(out, dtype=np.int64)) * in_f
+        return int(math.prod(out)) * in_f
     if op.kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         k = op.options.get("filter_height", 1) * op.options.get("filter_width", 1)
-        return int(np.prod(out, dtype=np.int64)) * k
+        return int(math.prod(out)) * k
     return 0
 
 

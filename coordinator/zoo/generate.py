@@ -16,7 +16,7 @@ from coordinator.zoo.analytics import stats
 from coordinator.zoo.graph import Graph
 from coordinator.zoo.quantize import quantize_graph
 from coordinator.zoo.spaces import get_space, nb201
-from coordinator.zoo.spaces.common import ArchError, Init, seeded_rng
+from coordinator.zoo.spaces.common import ArchError, Init
 from coordinator.zoo.writer import WRITER_VERSION, write_model
 
 DTYPES = ("float32", "int8")
@@ -79,7 +79,7 @@ def make_spec(
 def build_graph(spec: ModelSpec):
     """The float32 `Built` for the spec, then quantised if the spec asks for int8."""
     module = get_space(spec.space)
-    init = Init(seeded_rng(spec.seed, spec.space, spec.arch, spec.dataset, spec.resolution))
+    init = Init(spec.seed, spec.space, spec.dataset, spec.resolution)
     built = module.build(spec.arch, spec.dataset, spec.resolution, init)
     graph: Graph = built.graph
     if spec.dtype == "int8":

@@ -50,7 +50,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return int(math.prod(self.shape))
 
     @property
     def nbytes(self) -> int:
@@ -305,38 +305,37 @@ _FUSABLE = {
 def fuse_activations(graph: Graph) -> Graph:
     """Fold a RELU/RELU6 into the op before it when it is that op's only consumer, as the TFLite
     converter does. Returns the graph (modified in place)."""
-    while True:
-        producers, consumers = graph.producers(), graph.consumers()
-        for i, op in enumerate(graph.ops):
-            if op.kind not in ("RELU", "RELU6"):
-                continue
-            src = op.inputs[0]
-            p = producers.get(src)
-            if p is None or src in graph.outputs or len(consumers.get(src, [])) != 1:
-                continue
-            prev = graph.ops[p]
-            if (
-                prev.kind not in _FUSABLE
-                or prev.options.get("fused_activation_function", "NONE") != "NONE"
-            ):
-                continue
-            prev.options["fused_activation_function"] = op.kind
-            graph.tensors[src] = _renamed(graph.tensors[src], graph.tensors[op.outputs[0]].name)
-            _replace_uses(graph, op.outputs[0], src)
-            del graph.ops[i]
-            break
-        else:
-            return prune(graph)
+    producers, consumers = graph.producers(), graph.consumers()
+    outputs = set(graph.outputs)
+    replace: dict[int, int] = {}
+    fused: set[int] = set()
+    for i, op in enumerate(graph.ops):
+        if op.kind not in ("RELU", "RELU6"):
+            continue
+        src = op.inputs[0]
+        p = producers.get(src)
+        if p is None or src in outputs or len(consumers.get(src, [])) != 1:
+            continue
+        prev = graph.ops[p]
+        if (
+            prev.kind not in _FUSABLE
+            or prev.options.get("fused_activation_function", "NONE") != "NONE"
+        ):
+            continue
+        prev.options["fused_activation_function"] = op.kind
+        graph.tensors[src] = _renamed(graph.tensors[src], graph.tensors[op.outputs[0]].name)
+        replace[op.outputs[0]] = src
+        fused.add(i)
+    if fused:
+        graph.ops = [op for i, op in enumerate(graph.ops) if i not in fused]
+        for op in graph.ops:
+            op.inputs = [replace.get(t, t) for t in op.inputs]
+        graph.outputs = [replace.get(t, t) for t in graph.outputs]
+    return prune(graph)
 
 
 def _renamed(t: Tensor, name: str) -> Tensor:
     return Tensor(name, t.shape, t.dtype, t.data, t.quant)
-
-
-def _replace_uses(graph: Graph, old: int, new: int) -> None:
-    for op in graph.ops:
-        op.inputs = [new if t == old else t for t in op.inputs]
-    graph.outputs = [new if t == old else t for t in graph.outputs]
 
 
 def prune(graph: Graph) -> Graph:

@@ -7,13 +7,15 @@ versions, and a `serving_default` SignatureDef.
 
 from __future__ import annotations
 
+import struct
+
 import flatbuffers
 import numpy as np
 
 from coordinator.zoo import tflite_schema as S
 from coordinator.zoo.graph import Graph, Op
 
-WRITER_VERSION = "halofarm-zoo/1"
+WRITER_VERSION = "halofarm-zoo/2"
 
 _NP_DTYPES = {
     "float32": "<f4",
@@ -27,8 +29,8 @@ _NP_DTYPES = {
 
 def write_model(graph: Graph, description: str = WRITER_VERSION) -> bytes:
     const_bytes = sum(t.nbytes for t in graph.tensors if t.is_const)
+    # Fields equal to their schema default are left out, as the converter's C++ builder does.
     b = flatbuffers.Builder(const_bytes + 64 * 1024)
-    b.ForceDefaults(True)
 
     # Buffers: 0 is the empty sentinel; constants get theirs in tensor order.
     buffer_of: dict[int, int] = {}
@@ -40,7 +42,11 @@ def write_model(graph: Graph, description: str = WRITER_VERSION) -> bytes:
             buffer_of[i] = len(buffers)
             buffers.append(_table(b, S.BUFFER["n"], [("off", S.BUFFER["data"], data)]))
 
-    tensors = [_tensor(b, t, buffer_of.get(i, 0)) for i, t in enumerate(graph.tensors)]
+    # Identical shape vectors and option tables are written once and referenced from every
+    # tensor/operator that has them (flatbuffers allows shared objects; the runtime reads
+    # them as usual) -- this keeps the pure-Python builder's per-object cost down.
+    shared: dict[tuple, int] = {}
+    tensors = [_tensor(b, t, buffer_of.get(i, 0), shared) for i, t in enumerate(graph.tensors)]
 
     opcodes: dict[tuple[str, int], int] = {}
     operators = []
@@ -49,7 +55,7 @@ def write_model(graph: Graph, description: str = WRITER_VERSION) -> bytes:
         key = (op.kind, version)
         if key not in opcodes:
             opcodes[key] = len(opcodes)
-        operators.append(_operator(b, op, opcodes[key]))
+        operators.append(_operator(b, op, opcodes[key], shared))
     opcode_tables = [_opcode(b, kind, version) for kind, version in opcodes]
 
     name = b.CreateString(graph.name)
@@ -93,10 +99,17 @@ def _version(graph: Graph, op: Op) -> int:
     return S.op_version(op.kind, inp.dtype, opts, scales)
 
 
-def _tensor(b: flatbuffers.Builder, t, buffer: int) -> int:
+def _shared(shared: dict[tuple, int], key: tuple, make) -> int:
+    off = shared.get(key)
+    if off is None:
+        off = shared[key] = make()
+    return off
+
+
+def _tensor(b: flatbuffers.Builder, t, buffer: int, shared: dict[tuple, int]) -> int:
     quant = _quant(b, t.quant) if t.quant is not None else None
     name = b.CreateString(t.name)
-    shape = _ints(b, t.shape)
+    shape = _shared(shared, ("shape", *t.shape), lambda: _ints(b, t.shape))
     fields = [
         ("off", S.TENSOR["shape"], shape),
         ("i8", S.TENSOR["type"], S.TENSOR_TYPE_CODES[t.dtype]),
@@ -122,7 +135,7 @@ def _quant(b: flatbuffers.Builder, q) -> int:
     )
 
 
-def _operator(b: flatbuffers.Builder, op: Op, opcode_index: int) -> int:
+def _operator(b: flatbuffers.Builder, op: Op, opcode_index: int, shared: dict[tuple, int]) -> int:
     fields = [
         ("u32", S.OPERATOR["opcode_index"], opcode_index),
         ("off", S.OPERATOR["inputs"], _ints(b, op.inputs)),
@@ -132,8 +145,14 @@ def _operator(b: flatbuffers.Builder, op: Op, opcode_index: int) -> int:
     if table_name is not None:
         table = S.OPTIONS[table_name]
         fields.append(("u8", S.OPERATOR["builtin_options_type"], table.union_tag))
-        fields.append(("off", S.OPERATOR["builtin_options"], _options(b, table, op.options)))
+        key = (table_name, *sorted((k, _hashable(v)) for k, v in op.options.items()))
+        options = _shared(shared, key, lambda: _options(b, table, op.options))
+        fields.append(("off", S.OPERATOR["builtin_options"], options))
     return _table(b, S.OPERATOR["n"], fields)
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list | tuple) else v
 
 
 def _options(b: flatbuffers.Builder, table: S.OptionsTable, options: dict) -> int:
@@ -141,13 +160,13 @@ def _options(b: flatbuffers.Builder, table: S.OptionsTable, options: dict) -> in
     for f in table.fields:
         value = options.get(f.name, f.default)
         if f.kind == "padding":
-            fields.append(("i8", f.slot, S.PADDING_CODES[value]))
+            fields.append(("i8", f.slot, S.PADDING_CODES[value], S.PADDING_CODES[f.default]))
         elif f.kind == "act":
-            fields.append(("i8", f.slot, S.ACTIVATION_CODES[value]))
+            fields.append(("i8", f.slot, S.ACTIVATION_CODES[value], S.ACTIVATION_CODES[f.default]))
         elif f.kind == "ivec":
             fields.append(("off", f.slot, _ints(b, value)))
         else:
-            fields.append((f.kind, f.slot, value))
+            fields.append((f.kind, f.slot, value, f.default))
     return _table(b, table.n_slots, fields)
 
 
@@ -158,7 +177,7 @@ def _opcode(b: flatbuffers.Builder, kind: str, version: int) -> int:
         S.OPERATOR_CODE["n"],
         [
             ("i8", S.OPERATOR_CODE["deprecated_builtin_code"], min(code, 127)),
-            ("i32", S.OPERATOR_CODE["version"], version),
+            ("i32", S.OPERATOR_CODE["version"], version, 1),
             ("i32", S.OPERATOR_CODE["builtin_code"], code),
         ],
     )
@@ -193,29 +212,34 @@ def _signature(b: flatbuffers.Builder, graph: Graph) -> int:
 
 
 # ----- flatbuffers helpers ------------------------------------------------------------------
+_B = flatbuffers.Builder
 _PREPEND = {
-    "i8": lambda b, s, v: b.PrependInt8Slot(s, int(v), 0),
-    "u8": lambda b, s, v: b.PrependUint8Slot(s, int(v), 0),
-    "i32": lambda b, s, v: b.PrependInt32Slot(s, int(v), 0),
-    "u32": lambda b, s, v: b.PrependUint32Slot(s, int(v), 0),
-    "f32": lambda b, s, v: b.PrependFloat32Slot(s, float(v), 0.0),
-    "bool": lambda b, s, v: b.PrependBoolSlot(s, bool(v), False),
-    "off": lambda b, s, v: b.PrependUOffsetTRelativeSlot(s, v, 0),
+    "i8": _B.PrependInt8Slot,
+    "u8": _B.PrependUint8Slot,
+    "i32": _B.PrependInt32Slot,
+    "u32": _B.PrependUint32Slot,
+    "f32": _B.PrependFloat32Slot,
+    "bool": _B.PrependBoolSlot,
+    "off": _B.PrependUOffsetTRelativeSlot,
 }
 
 
-def _table(b: flatbuffers.Builder, n_slots: int, fields: list[tuple[str, int, object]]) -> int:
+def _table(b: flatbuffers.Builder, n_slots: int, fields: list[tuple]) -> int:
+    """`fields` are (kind, slot, value) or (kind, slot, value, schema default); the default is 0
+    unless given."""
     b.StartObject(n_slots)
-    for kind, slot, value in fields:
-        _PREPEND[kind](b, slot, value)
+    for kind, slot, value, *default in fields:
+        _PREPEND[kind](b, slot, value, default[0] if default else 0)
     return b.EndObject()
 
 
 def _ints(b: flatbuffers.Builder, values) -> int:
-    values = list(values)
-    b.StartVector(4, len(values), 4)
-    for v in reversed(values):
-        b.PrependInt32(int(v))
+    # One struct.pack_into instead of a Prepend per element (the same bytes, ~2x faster).
+    values = [int(v) for v in values]
+    n = len(values)
+    b.StartVector(4, n, 4)
+    b.head = b.Head() - 4 * n
+    struct.pack_into(f"<{n}i", b.Bytes, b.head, *values)
     return b.EndVector()
 
 

@@ -2,7 +2,6 @@
 
 import csv
 
-import numpy as np
 import pytest
 
 from coordinator.zoo.analytics import stats
@@ -31,7 +30,7 @@ def test_disconnected_cells_are_the_341_of_the_benchmark(published):
 
 
 def _macs(arch: str) -> int:
-    return stats(nb201.build(arch, "cifar10", None, Init(np.random.default_rng(0))).graph).macs
+    return stats(nb201.build(arch, "cifar10", None, Init(0)).graph).macs
 
 
 HWC2 = 262_144  # H²C² of every stage: 32·32·16², 16·16·32², 8·8·64²
@@ -69,7 +68,7 @@ def test_macs_grow_with_conv_count():
 def test_graph_structure_follows_the_arch_string():
     # index 1: |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+
     #          |skip_connect~0|nor_conv_3x3~1|skip_connect~2|
-    g = nb201.build(nb201.from_index(1), "cifar10", None, Init(np.random.default_rng(0))).graph
+    g = nb201.build(nb201.from_index(1), "cifar10", None, Init(0)).graph
     kinds = [op.kind for op in g.ops]
     assert kinds.count("CONV_2D") == 1 + 3 * 3 * 5 + 2 * 3  # stem, 3 convs × 15 cells, reductions
     assert kinds.count("AVERAGE_POOL_2D") == 15 + 2  # one per cell + reduction shortcuts
@@ -80,12 +79,33 @@ def test_graph_structure_follows_the_arch_string():
 def test_zero_node_read_by_a_conv_is_computed_not_folded():
     # node 1 has only a none input, yet a conv reads it: a MUL by zero keeps it at run time
     arch = "|none~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
-    g = nb201.build(arch, "cifar10", None, Init(np.random.default_rng(0))).graph
+    g = nb201.build(arch, "cifar10", None, Init(0)).graph
     assert sum(op.kind == "MUL" for op in g.ops) == 15 + 1  # one per cell + lowered last BN
 
 
+def test_dead_nodes_stay_computed_as_extra_outputs():
+    # node 1 = conv(node 0) but nothing on the way to the cell output reads it; node 2 = sum of
+    # two convs that nothing reads either. Both are computed in the published graphs, so they
+    # must survive XNNPACK's removal of unused ops: each is a model output.
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|"
+    assert nb201.dead_nodes(nb201.parse_ops(arch)) == {1, 2}
+    g = nb201.build(arch, "cifar10", None, Init(0)).graph
+    assert g.tensors[g.outputs[0]].shape == (1, 10)  # class probabilities stay output 0
+    extra = [g.tensors[t].name for t in g.outputs[1:]]
+    assert len(extra) == 2 * 15
+    assert "s1c2/e01_conv" in extra and "s1c2/n2_sum" in extra
+    kinds = [op.kind for op in g.ops]
+    assert kinds.count("CONV_2D") == 1 + 3 * 15 + 2 * 3
+
+
+def test_live_nodes_are_not_outputs():
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+    assert nb201.dead_nodes(nb201.parse_ops(arch)) == set()
+    assert len(nb201.build(arch, "cifar10", None, Init(0)).graph.outputs) == 1
+
+
 def test_disconnected_arch_is_folded_to_a_constant():
-    built = nb201.build(nb201.from_index(10), "cifar10", None, Init(np.random.default_rng(0)))
+    built = nb201.build(nb201.from_index(10), "cifar10", None, Init(0))
     assert not built.connected and built.folded and not built.graph.ops
     assert built.graph.tensors[built.graph.outputs[0]].is_const
 

@@ -4,6 +4,8 @@ the TFLite converter folds it (W' = W·γ/√(σ²+ε), b' = β − μ·γ/√(�
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +31,13 @@ class Built:
 
 
 def seeded_rng(seed: int, *parts: object) -> np.random.Generator:
-    """An RNG that depends only on the seed and the model's identity, so files are reproducible."""
+    """An RNG that depends only on the seed and the given identity, so files are reproducible."""
     key = "\x1f".join([str(seed), *map(str, parts)]).encode()
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:16], "little"))
 
 
-class Init:
-    """Seeded He-normal conv weights and plausible batch-norm statistics."""
+class Draw:
+    """Seeded He-normal conv weights and plausible batch-norm statistics from one RNG stream."""
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
@@ -63,6 +65,64 @@ class Init:
         return scale, beta - mean * scale
 
 
+# Folded layer weights already drawn in this process, by (seed, scope, layer key). Bounded so a
+# long generation of large models cannot grow without limit.
+_CACHE: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+_CACHE_MAX_BYTES = 256 << 20
+_cache_bytes = 0
+
+
+class Init:
+    """Weights per layer: a layer's weights depend on the seed, the scope (space, dataset,
+    resolution) and the layer's own key (name and shape) only, not on the rest of the
+    architecture. Models that share a layer share its weights, as in a one-shot supernet, and a
+    process generating many models draws each distinct layer once."""
+
+    def __init__(self, seed: int = 0, *scope: object):
+        self.seed = seed
+        self.scope = scope
+
+    def layer(self, *key: object) -> Draw:
+        return Draw(seeded_rng(self.seed, *self.scope, *key))
+
+    def cached(
+        self, key: tuple, make: Callable[[Draw], tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, ...]:
+        """`make(self.layer(*key))`, computed once per process; the arrays come back read-only
+        because every model holding them shares them."""
+        global _cache_bytes
+        full = (self.seed, *self.scope, *key)
+        hit = _CACHE.get(full)
+        if hit is not None:
+            _CACHE.move_to_end(full)
+            return hit
+        arrays = tuple(make(self.layer(*key)))
+        for a in arrays:
+            a.setflags(write=False)
+        _CACHE[full] = arrays
+        _cache_bytes += sum(a.nbytes for a in arrays)
+        while _cache_bytes > _CACHE_MAX_BYTES and len(_CACHE) > 1:
+            _, old = _CACHE.popitem(last=False)
+            _cache_bytes -= sum(a.nbytes for a in old)
+        return arrays
+
+
+def _conv_bn_weights(
+    d: Draw, cout: int, k: int, cin_per_group: int, bn: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    w = d.conv(cout, k, cin_per_group)
+    if not bn:
+        return w, np.zeros(cout, np.float32)
+    scale, shift = d.batch_norm(cout)
+    return w * scale[:, None, None, None], shift
+
+
+def _dwconv_bn_weights(d: Draw, c: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    w = d.depthwise(c, k)
+    scale, shift = d.batch_norm(c)
+    return w * scale[None, None, None, :], shift
+
+
 def conv_bn(
     g: Graph,
     init: Init,
@@ -76,12 +136,10 @@ def conv_bn(
     bn: bool = True,
 ) -> int:
     cin = g.shape(x)[3]
-    w = init.conv(cout, k, cin // groups)
-    if bn:
-        scale, shift = init.batch_norm(cout)
-        w *= scale[:, None, None, None]
-    else:
-        shift = np.zeros(cout, np.float32)
+    w, shift = init.cached(
+        ("conv_bn", name, cout, k, cin, groups, bn),
+        lambda d: _conv_bn_weights(d, cout, k, cin // groups, bn),
+    )
     return g.conv2d(x, w, shift, stride, "SAME", act, name=name)
 
 
@@ -89,16 +147,14 @@ def dwconv_bn(
     g: Graph, init: Init, x: int, k: int, stride: int = 1, act: str = "NONE", name: str = ""
 ) -> int:
     c = g.shape(x)[3]
-    w = init.depthwise(c, k)
-    scale, shift = init.batch_norm(c)
-    w *= scale[None, None, None, :]
+    w, shift = init.cached(("dwconv_bn", name, c, k), lambda d: _dwconv_bn_weights(d, c, k))
     return g.depthwise_conv2d(x, w, shift, stride, "SAME", act, name=name)
 
 
 def batch_norm(g: Graph, init: Init, x: int, act: str = "NONE", name: str = "") -> int:
     """A batch norm with no conv before it becomes MUL + ADD, as the converter lowers it."""
     c = g.shape(x)[3]
-    scale, shift = init.batch_norm(c)
+    scale, shift = init.cached(("batch_norm", name, c), lambda d: d.batch_norm(c))
     s = g.const(scale.reshape(1, 1, 1, c), f"{name}/scale")
     b = g.const(shift.reshape(1, 1, 1, c), f"{name}/shift")
     return g.add(g.mul(x, s, name=f"{name}/mul"), b, act, name=f"{name}/add")
@@ -110,9 +166,8 @@ def classifier(g: Graph, init: Init, x: int, classes: int, name: str = "head") -
     cin = g.shape(pooled)[1]
     # std 0.001 as HW-NAS-Bench initialises its classifiers; keeps the softmax off saturation
     # for untrained weights, so its output still reflects every layer before it.
-    logits = g.fully_connected(
-        pooled, init.dense(classes, cin, 1e-3), np.zeros(classes, np.float32), name=f"{name}/fc"
-    )
+    (w,) = init.cached(("dense", name, classes, cin), lambda d: (d.dense(classes, cin, 1e-3),))
+    logits = g.fully_connected(pooled, w, np.zeros(classes, np.float32), name=f"{name}/fc")
     return g.softmax(logits, name=f"{name}/softmax")
 
 
@@ -160,17 +215,13 @@ def mbconv(
 
 def squeeze_excite(g: Graph, init: Init, x: int, ratio: int = 4, name: str = "se") -> int:
     c = g.shape(x)[3]
+    r = max(1, c // ratio)
+    w_reduce, w_expand = init.cached(
+        ("squeeze_excite", name, c, r), lambda d: (d.conv(r, 1, c), d.conv(c, 1, r))
+    )
     s = g.mean(x, (1, 2), keep_dims=True, name=f"{name}/pool")
-    s = g.conv2d(
-        s,
-        init.conv(max(1, c // ratio), 1, c),
-        np.zeros(max(1, c // ratio), np.float32),
-        act="RELU",
-        name=f"{name}/reduce",
-    )
-    s = g.conv2d(
-        s, init.conv(c, 1, max(1, c // ratio)), np.zeros(c, np.float32), name=f"{name}/expand"
-    )
+    s = g.conv2d(s, w_reduce, np.zeros(r, np.float32), act="RELU", name=f"{name}/reduce")
+    s = g.conv2d(s, w_expand, np.zeros(c, np.float32), name=f"{name}/expand")
     s = g.unary("LOGISTIC", s, name=f"{name}/gate")
     return g.mul(x, s, name=f"{name}/scale")
 

@@ -5,7 +5,11 @@ Cell: node j = Σ_{i<j} op_ij(node i); edges in string order 0→1, 0→2, 1→2
 `nor_conv_k` = ReLU → k×k conv → BN; `avg_pool_3x3` counts only in-bounds cells (TF SAME
 padding, like PyTorch's count_include_pad=False); `none` is zero. A node whose inputs are all
 `none` is zero but still computed at run time when something reads it, and ops on dead branches
-stay in the graph — that is how the published TFLite latencies behave (reference/nas.md §3a).
+(nodes no path leads from to the cell output) are computed too: the published TFLite latencies
+include them (reference/nas.md §1, §3a). XNNPACK would drop an op whose result nothing reads, so
+each dead node's tensor is an extra model output (after the class probabilities, which stay
+output 0). Measured against the published columns (benchmarks/nb201_rank.py), keeping dead
+nodes raises Spearman rho on the phone and CPU columns from 0.74-0.91 to 0.80-0.96.
 A cell whose output does not depend on its input makes the whole network constant; the
 converter folds such a network to a constant output, and so do we (`connected: false`).
 """
@@ -136,13 +140,16 @@ def build(arch: str, dataset: str, resolution: int | None, init: Init) -> Built:
     g = Graph()
     x = g.input((1, size, size, 3))
     h = conv_bn(g, init, x, C, 3, name="stem")
+    kept: list[int] = []
     for stage, channels in enumerate((C, 2 * C, 4 * C)):
         if stage:
             h = _reduction(g, init, h, channels, f"reduce{stage}")
         for cell in range(N):
-            h = _cell(g, init, h, ops, f"s{stage}c{cell}")
+            h = _cell(g, init, h, ops, f"s{stage}c{cell}", kept)
     h = batch_norm(g, init, h, act="RELU", name="lastact")
     g.mark_output(classifier(g, init, h, classes))
+    for t in kept:
+        g.mark_output(t)
     fuse_activations(g)
     if is_connected(ops):
         return Built(g)
@@ -157,15 +164,26 @@ def build(arch: str, dataset: str, resolution: int | None, init: Init) -> Built:
     )
 
 
-def _cell(g: Graph, init: Init, x: int, ops: tuple[str, ...], name: str) -> int:
+def dead_nodes(ops: tuple[str, ...]) -> set[int]:
+    """Intermediate nodes (1, 2) from which no path reaches the cell output."""
+    e = dict(zip(EDGES, ops, strict=True))
+    live2 = e[(2, 3)] != "none"
+    live1 = e[(1, 3)] != "none" or (e[(1, 2)] != "none" and live2)
+    return {j for j, live in ((1, live1), (2, live2)) if not live}
+
+
+def _cell(g: Graph, init: Init, x: int, ops: tuple[str, ...], name: str, kept: list[int]) -> int:
+    """One cell. A dead node's tensor is appended to `kept`: the model outputs it, so it is
+    computed whatever the runtime prunes (XNNPACK drops ops whose result nothing reads)."""
     channels = g.shape(x)[3]
+    dead = dead_nodes(ops)
     nodes = [x]
     relu: dict[int, int] = {}  # one ReLU per node however many convs read it (converter CSE)
     for j in (1, 2, 3):
+        edges = [(src, op) for (src, dst), op in zip(EDGES, ops, strict=True) if dst == j]
+        edges = [(src, op) for src, op in edges if op != "none"]
         terms = []
-        for (src, dst), op in zip(EDGES, ops, strict=True):
-            if dst != j or op == "none":
-                continue
+        for src, op in edges:
             inp = nodes[src]
             if inp is None:  # a zero node that something reads: computed, not folded
                 inp = nodes[src] = _zero(g, x, f"{name}/n{src}")
@@ -184,6 +202,8 @@ def _cell(g: Graph, init: Init, x: int, ops: tuple[str, ...], name: str) -> int:
         for t in terms[1:]:
             node = g.add(node, t, name=f"{name}/n{j}_sum")
         nodes.append(node)
+        if j in dead and node is not None and node not in nodes[:j] and node not in kept:
+            kept.append(node)
     return nodes[3] if nodes[3] is not None else _zero(g, x, f"{name}/n3")
 
 

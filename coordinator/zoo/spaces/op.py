@@ -153,7 +153,7 @@ def _layer(g: Graph, init: Init, x: int, kind: str, p: dict, c: int) -> int:
         if p["pad"] == "explicit":
             (_, hb, ha), (_, wb, wa) = (same_padding(d, p["k"], p["s"]) for d in g.shape(x)[1:3])
             x = g.pad(x, [[0, 0], [hb, ha], [wb, wa], [0, 0]], name="pad")
-            wts = init.conv(p["cout"], p["k"], c // p["g"])
+            wts = init.layer("conv").conv(p["cout"], p["k"], c // p["g"])
             return g.conv2d(
                 x, wts, np.zeros(p["cout"], np.float32), p["s"], "VALID", act, name="conv"
             )
@@ -161,7 +161,7 @@ def _layer(g: Graph, init: Init, x: int, kind: str, p: dict, c: int) -> int:
     if kind == "dwconv":
         if p["m"] == 1:
             return dwconv_bn(g, init, x, p["k"], p["s"], _ACTS[p["act"]], name="dwconv")
-        wts = init.depthwise(c * p["m"], p["k"])
+        wts = init.layer("dwconv").depthwise(c * p["m"], p["k"])
         return g.depthwise_conv2d(
             x,
             wts,
@@ -201,7 +201,10 @@ def _layer(g: Graph, init: Init, x: int, kind: str, p: dict, c: int) -> int:
         flat = g.reshape(x, (1, -1), name="flatten")
         n_in = g.shape(flat)[1]
         return g.fully_connected(
-            flat, init.dense(p["cout"], n_in), np.zeros(p["cout"], np.float32), name="fc"
+            flat,
+            init.layer("fc").dense(p["cout"], n_in),
+            np.zeros(p["cout"], np.float32),
+            name="fc",
         )
     if kind == "concat":
         branches = [conv_bn(g, init, x, c, 1, act="RELU", name=f"branch{i}") for i in range(p["n"])]
