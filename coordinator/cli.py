@@ -14,7 +14,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import click  # noqa: E402
 
+from coordinator.broker_cli import broker  # noqa: E402
+from coordinator.demo import demo  # noqa: E402
 from coordinator.errors import UserError  # noqa: E402
+from coordinator.farm_cli import bench, devices, export, results  # noqa: E402
 from coordinator.zoo.cli import zoo  # noqa: E402
 
 
@@ -23,13 +26,16 @@ def cli() -> None:
     """halofarm coordinator: plan, run and analyse measurements on a farm of edge boards.
 
     \b
-    Example:
+    Examples:
+      halo-coord demo
+      halo-coord broker start
+      halo-coord bench --device pi4-01 --wait zoo/*.tflite
       halo-coord zoo generate --space nb201 --sample 20 --seed 0 --out zoo/
-      halo-coord zoo verify zoo/
     """
 
 
-cli.add_command(zoo)
+for _command in (demo, broker, devices, bench, results, export, zoo):
+    cli.add_command(_command)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# A real mosquitto on a free loopback port for every test that asks for `mosquitto`.
+pytest_plugins = ["tests.mqtt_broker"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

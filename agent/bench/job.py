@@ -1,0 +1,239 @@
+"""One benchmark job: environment before, the timing protocol in a child process, environment
+after, all folded into a :class:`protocol.bodies.BenchResult`.
+
+The parent (the daemon or ``halo-agent bench``) never loads the model itself and never raises
+for a bad one: a load error, a crash (signal), a hang (timeout) or a child that exits without a
+word all become ``status="failed"`` with a one-line reason.
+
+Result fields beyond the timings: ``env_pre``/``env_post`` are :func:`agent.sysfacts.env_snapshot`
+taken just before the child starts and just after it ends; ``env_pre["process"]`` is what the
+child reported about itself (pid, effective CPU affinity, resolver, threads, input tensors) and
+the timeout used. ``raw_ns`` holds every measured run (unless ``spec.keep_raw`` is false) and
+``stats`` is computed from it here, in the parent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from agent.bench.child import child_main
+from agent.bench.stats import compute_stats
+from agent.bench.timing import MAX_RUNS
+from agent.runtime import RUNTIMES
+from agent.sysfacts import env_snapshot
+from protocol.bodies import BenchResult, BenchSpec, pack_ns
+
+log = logging.getLogger(__name__)
+
+# progress(phase, done, total): phase "init" | "warmup" | "measure"; total None when time-bound.
+ProgressCallback = Callable[[str, int, Optional[int]], None]
+
+PROGRESS_MIN_INTERVAL_S = 1.0
+POLL_S = 0.25
+# After its final message the child only has to exit; give it this long before killing it.
+EXIT_GRACE_S = 10.0
+TIMEOUT_MARGIN_S = 60.0
+CANCELLED = "cancelled"
+
+
+def default_timeout(spec: BenchSpec) -> float:
+    """The contract's default when ``spec.timeout_s`` is None: max_seconds + warmup + 60 s."""
+    return spec.max_seconds + spec.warmup_seconds + TIMEOUT_MARGIN_S
+
+
+def installed_runtime() -> Tuple[str, str]:
+    """(name, version) of the runtime the child will use, found without importing it; reported
+    when the child dies before saying which runtime it loaded."""
+    for name, module in RUNTIMES:
+        if importlib.util.find_spec(module.split(".")[0]) is not None:
+            try:
+                return name, metadata.version(name)
+            except metadata.PackageNotFoundError:
+                return name, "unknown"
+    return "none", "none"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class _Throttle:
+    """Forwards progress at most once per interval; the newest update waits for its turn."""
+
+    def __init__(self, callback: Optional[ProgressCallback]) -> None:
+        self.callback = callback
+        self.last = float("-inf")
+        self.pending: Optional[Tuple[str, int, Optional[int]]] = None
+
+    def update(self, phase: str, done: int, total: Optional[int]) -> None:
+        self.pending = (phase, done, total)
+        self.flush()
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        if self.callback is None or self.pending is None:
+            return
+        if now - self.last < PROGRESS_MIN_INTERVAL_S:
+            return
+        update, self.pending, self.last = self.pending, None, now
+        try:
+            self.callback(*update)
+        except Exception:  # progress is best effort; the measurement goes on
+            log.warning("progress callback failed", exc_info=True)
+
+
+@dataclass
+class _ChildReport:
+    runtime: Optional[Tuple[str, str]] = None
+    loaded: Dict[str, Any] = field(default_factory=dict)
+    timings: Optional[Dict[str, Any]] = None
+    reason: Optional[str] = None
+
+
+def _supervise(
+    model_path: str,
+    spec: BenchSpec,
+    timeout: float,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> _ChildReport:
+    report = _ChildReport()
+    throttle = _Throttle(progress)
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=child_main, args=(sender, model_path, spec), name="halo-bench", daemon=True
+    )
+    deadline = time.monotonic() + timeout
+    proc.start()
+    sender.close()  # the child holds the only write end now: EOF means it is gone
+    finished = False
+    try:
+        while not finished:
+            if cancel is not None and cancel.is_set():
+                report.reason = CANCELLED
+                return report
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                report.reason = f"timeout after {timeout:g} s"
+                return report
+            if receiver.poll(min(remaining, POLL_S)):
+                try:
+                    message = receiver.recv()
+                except (EOFError, OSError):
+                    break
+                kind = message[0]
+                if kind == "runtime":
+                    report.runtime = (message[1], message[2])
+                elif kind == "phase":
+                    throttle.update(message[1], message[2], message[3])
+                elif kind == "loaded":
+                    report.loaded = message[1]
+                elif kind == "done":
+                    report.timings = message[1]
+                    finished = True
+                elif kind == "failed":
+                    report.reason = message[1]
+                    finished = True
+            throttle.flush()
+        proc.join(EXIT_GRACE_S if finished else max(deadline - time.monotonic(), 0.0))
+        if not finished:
+            code = proc.exitcode
+            if code is None:
+                report.reason = f"timeout after {timeout:g} s"
+            elif code < 0:
+                report.reason = f"runtime crashed (signal {signal_name(-code)})"
+            else:
+                report.reason = f"benchmark process exited with code {code} without a result"
+        return report
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(EXIT_GRACE_S)
+        receiver.close()
+
+
+def spec_problem(spec: BenchSpec) -> Optional[str]:
+    """Why this agent cannot run a (protocol-valid) spec, or None."""
+    if spec.min_runs > MAX_RUNS:
+        return (
+            f"min_runs {spec.min_runs} exceeds the agent's limit of {MAX_RUNS} runs "
+            "(the raw per-run array must fit one result message)"
+        )
+    return None
+
+
+def _precheck(model_path: str, spec: BenchSpec) -> Optional[str]:
+    if not os.path.isfile(model_path):
+        return f"model file not found: {model_path}"
+    return spec_problem(spec)
+
+
+def run_bench_job(
+    model_path: str,
+    spec: BenchSpec,
+    job_id: str,
+    cmd_id: str,
+    result_id: str,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+) -> BenchResult:
+    """Benchmark ``model_path`` per ``spec`` in a spawn child; never raises for a bad model.
+
+    Setting ``cancel`` (checked every 0.25 s) kills the child: the result is failed with reason
+    :data:`CANCELLED`.
+    """
+    started_at = time.time()
+    timeout = spec.timeout_s if spec.timeout_s is not None else default_timeout(spec)
+    model_bytes = os.path.getsize(model_path) if os.path.isfile(model_path) else None
+    env_pre = env_snapshot()
+    reason = _precheck(model_path, spec)
+    report = (
+        _ChildReport(reason=reason)
+        if reason
+        else _supervise(model_path, spec, timeout, progress, cancel)
+    )
+    env_post = env_snapshot()
+    env_pre["process"] = dict(report.loaded.get("context", {}), timeout_s=timeout)
+
+    runtime, runtime_version = report.runtime or installed_runtime()
+    timings = report.timings
+    ok = timings is not None and report.reason is None
+    raw = timings["raw_ns"] if ok else None
+    return BenchResult(
+        result_id=result_id,
+        job_id=job_id,
+        cmd_id=cmd_id,
+        status="ok" if ok else "failed",
+        reason=None if ok else report.reason,
+        spec=spec,
+        model_bytes=model_bytes,
+        runtime=runtime,
+        runtime_version=runtime_version,
+        init_ns=report.loaded.get("init_ns"),
+        first_ns=timings["first_ns"] if ok else None,
+        warmup_count=timings["warmup_count"] if ok else 0,
+        warmup_mean_ns=timings["warmup_mean_ns"] if ok else None,
+        stats=compute_stats(raw) if ok else None,
+        raw_ns=pack_ns(raw) if raw and spec.keep_raw else None,
+        env_pre=env_pre,
+        env_post=env_post,
+        ops=report.loaded.get("ops", {}),
+        delegated=report.loaded.get("delegated", False),
+        peak_rss_bytes=timings["peak_rss_bytes"] if ok else None,
+        started_at=started_at,
+        finished_at=time.time(),
+        energy=None,
+    )

@@ -1,0 +1,342 @@
+"""Agent configuration: a TOML file, then ``HALOFARM_*`` environment overrides, then defaults.
+
+File layout (every key optional)::
+
+    device_id = "pi4-lab-01"           # default: the hostname, made a valid id
+    state_dir = "/var/lib/halofarm"    # default: $STATE_DIRECTORY (systemd), else see below
+    heartbeat_s = 15
+    cache_max_bytes = 1073741824
+    tags = ["lab-a", "fan"]
+
+    [broker]
+    url = "mqtts://broker.lab:8883"    # mqtt:// (1883) or mqtts:// (8883); user:pass@ allowed
+    username = "pi4-lab-01"
+    password_file = "/etc/halofarm/broker.pass"   # or password = "..."
+    ca_file = "/etc/halofarm/ca.pem"   # mqtts only; default: the system CAs
+    keepalive_s = 60
+    session_expiry_s = 604800
+    inflight_window = 100
+
+Each key has an environment variable ``HALOFARM_<SECTION>_<KEY>`` (``HALOFARM_DEVICE_ID``,
+``HALOFARM_BROKER_URL``, ...; ``HALOFARM_TAGS`` is comma-separated) that wins over the file.
+
+Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ENV_PREFIX = "HALOFARM_"
+ROOT_STATE_DIR = "/var/lib/halofarm"
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+GIB = 1024**3
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the file, line or variable to fix."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    ca_file: Optional[str] = None
+    keepalive_s: int = 60
+    session_expiry_s: int = 7 * 24 * 3600
+    inflight_window: int = 100
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    state_dir: Path
+    broker: BrokerConfig = BrokerConfig()
+    heartbeat_s: float = 15.0
+    cache_max_bytes: int = GIB
+    tags: List[str] = field(default_factory=list)
+    source: Optional[str] = None  # the file it came from, for messages
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "agent.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.state_dir / "blobs"
+
+
+# --- value checkers: (raw value, where) -> value; ``where`` names the key for the message ---
+
+
+def _int(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"{where}: must be an integer in {lo}..{hi}, got {value!r}")
+        return value
+
+    return check
+
+
+def _number(lo: float, hi: float) -> Callable[[Any, str], float]:
+    def check(value: Any, where: str) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ConfigError(f"{where}: must be a number in {lo}..{hi}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: must be a non-empty string, got {value!r}")
+    return value
+
+
+def _tags(value: Any, where: str) -> List[str]:
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise ConfigError(f"{where}: must be a list of non-empty strings, got {value!r}")
+    if len(value) > 64 or any(len(t) > 128 for t in value):
+        raise ConfigError(f"{where}: at most 64 tags of at most 128 characters each")
+    return list(value)
+
+
+def _device_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise ConfigError(
+            f"{where}: must be 1-64 letters, digits, '_', '.', '-' starting with a letter or "
+            f"digit (it becomes an MQTT topic level), got {value!r}"
+        )
+    return value
+
+
+# section -> key -> checker. Section "" is the top level.
+SCHEMA: Dict[str, Dict[str, Callable[[Any, str], Any]]] = {
+    "": {
+        "device_id": _device_id,
+        "state_dir": _text,
+        "heartbeat_s": _number(1.0, 3600.0),
+        "cache_max_bytes": _int(1024**2, 2**62),
+        "tags": _tags,
+    },
+    "broker": {
+        "url": _text,
+        "username": _text,
+        "password": _text,
+        "password_file": _text,
+        "ca_file": _text,
+        "keepalive_s": _int(5, 65535),
+        "session_expiry_s": _int(0, 2**32 - 1),
+        # Far below paho's 65535 mids (publish() would fail with ERR_QUEUE_SIZE) and below
+        # the 999 bound parameters of the SQLite in older distributions (one per claimed row).
+        "inflight_window": _int(1, 500),
+    },
+}
+
+
+def env_name(section: str, key: str) -> str:
+    return ENV_PREFIX + (f"{section}_{key}" if section else key).upper()
+
+
+def default_device_id(hostname: Optional[str] = None) -> str:
+    """The hostname turned into a valid device id ("my host.local" -> "my-host.local")."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", hostname or socket.gethostname())
+    name = re.sub(r"^[^A-Za-z0-9]+", "", name)[:64]
+    return name or "device"
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY (possibly a ':'-separated list).
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path(ROOT_STATE_DIR)
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("halofarm"))
+
+
+def _line_of(text: str, section: str, key: str) -> Optional[int]:
+    """Best-effort line number of ``key`` in ``[section]`` (TOML parsers do not report it)."""
+    current = ""
+    key_re = re.compile(r"\s*[\"']?" + re.escape(key) + r"[\"']?\s*[=.]")
+    header_re = re.compile(r"\s*\[\s*([^\]\s]+)\s*\]")
+    for number, line in enumerate(text.splitlines(), 1):
+        header = header_re.match(line)
+        if header:
+            current = header.group(1).strip("\"'")
+            if not section and current == key:
+                return number
+        elif current == section and key_re.match(line):
+            return number
+    return None
+
+
+def _read_file(path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[Tuple[str, str], str]]:
+    """The file's values by (section, key), and where each came from."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+    def where(section: str, key: str) -> str:
+        line = _line_of(text, section, key)
+        name = f"{section}.{key}" if section else key
+        return f"{path}:{line}: {name}" if line else f"{path}: {name}"
+
+    values: Dict[str, Dict[str, Any]] = {s: {} for s in SCHEMA}
+    origin: Dict[Tuple[str, str], str] = {}
+    for key, value in data.items():
+        if key in SCHEMA and key:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where('', key)}: must be a table ([{key}])")
+            for sub, sub_value in value.items():
+                if sub not in SCHEMA[key]:
+                    raise ConfigError(f"{where(key, sub)}: unknown key; known: {_known(key)}")
+                values[key][sub] = sub_value
+                origin[(key, sub)] = where(key, sub)
+        elif key in SCHEMA[""]:
+            values[""][key] = value
+            origin[("", key)] = where("", key)
+        else:
+            raise ConfigError(f"{where('', key)}: unknown key; known: {_known('')}")
+    return values, origin
+
+
+def _known(section: str) -> str:
+    keys = list(SCHEMA[section])
+    if not section:
+        keys += [f"[{s}]" for s in SCHEMA if s]
+    return ", ".join(keys)
+
+
+def _broker(values: Dict[str, Any], where: Callable[[str], str]) -> BrokerConfig:
+    url = values.get("url", BrokerConfig.url)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS:
+        raise ConfigError(
+            f"{where('url')}: must start with mqtt:// or mqtts://, got {url!r} "
+            "(websockets are not supported)"
+        )
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise ConfigError(f"{where('url')}: invalid port in {url!r}") from None
+    if not parts.hostname:
+        raise ConfigError(f"{where('url')}: no host in {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"{where('url')}: a broker URL has no path or query, got {url!r}")
+
+    username = values.get("username")
+    if parts.username is not None:
+        if username is not None:
+            raise ConfigError(f"{where('username')}: also given in the URL; give it once")
+        username = urllib.parse.unquote(parts.username)
+    password = values.get("password")
+    sources = [s for s in ("password", "password_file") if s in values]
+    if parts.password is not None:
+        sources.append("url")
+        password = urllib.parse.unquote(parts.password)
+    if len(sources) > 1:
+        raise ConfigError(
+            f"{where(sources[0])}: the password is given {len(sources)} times "
+            f"({', '.join(sources)}); give exactly one"
+        )
+    if "password_file" in values:
+        try:
+            password = Path(values["password_file"]).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{where('password_file')}: cannot read: {e.strerror or e}") from None
+    if password is not None and username is None:
+        raise ConfigError(f"{where('username')}: a password needs a username")
+
+    ca_file = values.get("ca_file")
+    if ca_file is not None:
+        if parts.scheme != "mqtts":
+            raise ConfigError(f"{where('ca_file')}: only used with an mqtts:// URL")
+        if not Path(ca_file).is_file():
+            raise ConfigError(f"{where('ca_file')}: no such file {ca_file!r}")
+
+    return BrokerConfig(
+        url=_url_without_credentials(parts.scheme, parts.hostname, port),
+        host=parts.hostname,
+        port=port,
+        tls=parts.scheme == "mqtts",
+        username=username,
+        password=password,
+        ca_file=ca_file,
+        keepalive_s=values.get("keepalive_s", BrokerConfig.keepalive_s),
+        session_expiry_s=values.get("session_expiry_s", BrokerConfig.session_expiry_s),
+        inflight_window=values.get("inflight_window", BrokerConfig.inflight_window),
+    )
+
+
+def _url_without_credentials(scheme: str, host: str, port: int) -> str:
+    """The URL as it may appear in logs and status lines."""
+    return "{}://{}:{}".format(scheme, f"[{host}]" if ":" in host else host, port)
+
+
+def load_config(
+    path: Optional[os.PathLike] = None, env: Optional[Mapping[str, str]] = None
+) -> AgentConfig:
+    """Read ``path`` (optional), apply ``HALOFARM_*`` overrides from ``env`` (default:
+    ``os.environ``) and fill defaults. Raises :class:`ConfigError` naming what to fix."""
+    env = os.environ if env is None else env
+    values: Dict[str, Dict[str, Any]] = {s: {} for s in SCHEMA}
+    origin: Dict[Tuple[str, str], str] = {}
+    if path is not None:
+        values, origin = _read_file(Path(path))
+    for section, keys in SCHEMA.items():
+        for key in keys:
+            name = env_name(section, key)
+            if name in env:
+                values[section][key] = env[name]
+                origin[(section, key)] = f"environment variable {name}"
+    for section, keys in SCHEMA.items():
+        for key, value in values[section].items():
+            values[section][key] = keys[key](value, origin[(section, key)])
+
+    top = values[""]
+    broker = _broker(values["broker"], lambda key: origin.get(("broker", key), f"broker.{key}"))
+    return AgentConfig(
+        device_id=top.get("device_id") or default_device_id(),
+        state_dir=Path(top["state_dir"]) if "state_dir" in top else default_state_dir(env),
+        broker=broker,
+        heartbeat_s=top.get("heartbeat_s", AgentConfig.heartbeat_s),
+        cache_max_bytes=top.get("cache_max_bytes", AgentConfig.cache_max_bytes),
+        tags=top.get("tags", []),
+        source=None if path is None else str(path),
+    )

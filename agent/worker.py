@@ -1,0 +1,206 @@
+"""The job worker: one job at a time on its own thread.
+
+For a bench job: ack ``running`` -> fetch the model by sha256 into the blob cache (chunks over
+``blob/req`` / ``blob/data``, resumable, verified) -> :func:`agent.bench.job.run_bench_job` in
+a child process -> one transaction that marks the job done/failed and commits the result and
+the final ack to the outbox. The worker never publishes itself: ``send`` (and the fetcher's)
+hands messages to the daemon's main loop, which owns every ``publish()`` call.
+
+Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from protocol import BenchResult, BenchSpec, Progress, ProtocolError, encode, job_topic, make
+
+from . import jobqueue as jq
+from .bench.job import run_bench_job
+from .blobfetch import BlobFetcher, FetchError, Interrupted
+from .commands import Acks
+from .outbox import Outbox
+from .statedb import StateDB
+
+log = logging.getLogger(__name__)
+
+# send(topic, payload, qos): publish without the outbox (progress, blob requests).
+Send = Callable[[str, bytes, int], None]
+
+IDLE_POLL_S = 1.0
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        device: str,
+        db: StateDB,
+        jobs: jq.JobQueue,
+        outbox: Outbox,
+        acks: Acks,
+        fetcher: BlobFetcher,
+        send: Send,
+        wake_sender: Callable[[], None],
+    ) -> None:
+        super().__init__(name="halo-worker", daemon=True)
+        self.device = device
+        self.db = db
+        self.jobs = jobs
+        self.outbox = outbox
+        self.acks = acks
+        self.send = send
+        self.wake_sender = wake_sender
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._cancel = threading.Event()
+        # Set by a cancel or by stop(): kills a running benchmark child within 0.25 s.
+        self._abort = threading.Event()
+        self._current: Optional[str] = None
+        self._current_lock = threading.Lock()
+        self.fetcher = fetcher
+
+    # --- called from other threads ---
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._abort.set()
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the running job ``job_id`` to stop; False if it is not the running one."""
+        with self._current_lock:
+            if self._current != job_id:
+                return False
+            self._cancel.set()
+            self._abort.set()
+            return True
+
+    @property
+    def current_job(self) -> Optional[str]:
+        return self._current
+
+    # --- the worker thread ---
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            job = self.jobs.next()
+            if job is None:
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                continue
+            try:
+                self._run(job)
+            except Exception:
+                if self._stopping.is_set():
+                    return  # e.g. the database closed under us; the job re-runs after restart
+                log.exception("job %s failed inside the agent", job.job_id)
+                self._finish_after_error(job.job_id)
+                self._stopping.wait(IDLE_POLL_S)  # no hot loop if the database is broken
+            finally:
+                with self._current_lock:
+                    self._current = None
+                    self._cancel.clear()
+                    if not self._stopping.is_set():
+                        self._abort.clear()
+
+    def _finish_after_error(self, job_id: str) -> None:
+        try:
+            with self.db.transaction():
+                job = self.jobs.get_job(job_id)
+                if job is not None and not job.final:
+                    self.acks.for_job(self.jobs.finish(job_id, jq.FAILED, "agent error"))
+        except Exception:
+            log.exception("cannot record the failure of job %s", job_id)
+        self.wake_sender()
+
+    def _close(self, job_id: str, state: str, reason: Optional[str]) -> None:
+        with self.db.transaction():
+            self.acks.for_job(self.jobs.finish(job_id, state, reason))
+        self.wake_sender()
+
+    def _run(self, job: jq.Job) -> None:
+        if job.attempts >= jq.MAX_ATTEMPTS:
+            reason = f"the agent stopped {job.attempts} times while running this job"
+            return self._close(job.job_id, jq.FAILED, reason)
+        if job.attempts == 0 and job.expires_at is not None and job.expires_at <= time.time():
+            return self._close(job.job_id, jq.REJECTED, "expired")
+        # Current before it is running in the database: a cancel that sees it running finds it.
+        with self._current_lock:
+            self._current = job.job_id
+            self._cancel.clear()
+            if not self._stopping.is_set():
+                self._abort.clear()
+        with self.db.transaction():
+            try:
+                job = self.jobs.start(job.job_id)
+            except ValueError:  # cancelled between next() and start()
+                return
+            self.acks.for_job(job)
+        self.wake_sender()
+        log.info("job %s (command %s) running", job.job_id, job.cmd_id)
+
+        spec = BenchSpec.from_dict(json.loads(job.spec), "bench")
+        progress = self._progress(job.job_id)
+        try:
+            model = self.fetcher.fetch(
+                spec.model_sha256, progress, self.jobs.needed_blobs, self._interrupted
+            )
+        except FetchError as e:
+            return self._close(job.job_id, jq.FAILED, str(e))
+        except Interrupted:
+            if self._cancel.is_set():
+                self._close(job.job_id, jq.CANCELLED, "cancelled while fetching the model")
+            return
+
+        result = run_bench_job(
+            str(model),
+            spec,
+            job.job_id,
+            job.cmd_id,
+            job.result_id,
+            progress=progress,
+            cancel=self._abort,
+        )
+        if self._stopping.is_set():
+            # The child may have died of the shutdown itself: not a verdict on the model.
+            log.info("job %s interrupted by shutdown; it runs again after restart", job.job_id)
+            return
+        if self._cancel.is_set():
+            return self._close(job.job_id, jq.CANCELLED, "cancelled while running")
+        self._commit_result(job, result)
+
+    def _commit_result(self, job: jq.Job, result: BenchResult) -> None:
+        state = jq.DONE if result.status == "ok" else jq.FAILED
+        try:
+            env = make(result, self.device)
+            payload = encode(env)
+        except ProtocolError as e:
+            log.error("job %s: result does not fit the protocol: %s", job.job_id, e)
+            return self._close(job.job_id, jq.FAILED, f"result rejected by the protocol: {e}")
+        topic = job_topic(self.device, job.job_id, "result")
+        # One transaction: after a crash either the job is done and its result is in the
+        # outbox, or neither (the job is still running and re-runs after restart).
+        with self.db.transaction():
+            self.outbox.put(topic, payload, qos=1, kind="result", msg_id=env.msg_id)
+            self.acks.for_job(self.jobs.finish(job.job_id, state, result.reason))
+        self.wake_sender()
+        log.info("job %s %s", job.job_id, state)
+
+    def _interrupted(self) -> bool:
+        return self._cancel.is_set() or self._stopping.is_set()
+
+    def _progress(self, job_id: str) -> Callable[[str, int, Optional[int]], None]:
+        topic = job_topic(self.device, job_id, "progress")
+
+        def report(phase: str, done: int, total: Optional[int]) -> None:
+            body = Progress(job_id=job_id, phase=phase, done=done, total=total)
+            self.send(topic, encode(make(body, self.device)), 0)
+
+        return report

@@ -1,0 +1,147 @@
+"""The farm seen from the laptop: pull what the broker holds into the store, send benchmark
+jobs and wait for them. Used by the `devices`, `bench`, `results` and `demo` commands."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordinator.connect import BrokerTarget
+from coordinator.dispatch import Controller, bench_command
+from coordinator.errors import UserError
+from coordinator.ingest import Ingestor, IngestStats
+from coordinator.store import JobRecord, Store
+from protocol.bodies import BenchSpec
+
+# Job states after which nothing more will happen to a job.
+FINAL = ("done", "failed", "rejected", "cancelled")
+# States that mean the device has its model (and no longer needs our blob server).
+FETCHED = ("running", *FINAL)
+INGEST_NAME = "main"
+
+
+def ingestor(store: Store, broker: BrokerTarget, **kwargs) -> Ingestor:
+    return Ingestor(
+        store,
+        broker.host,
+        broker.port,
+        name=INGEST_NAME,
+        username=broker.username,
+        password=broker.password,
+        **kwargs,
+    )
+
+
+def sync(
+    store: Store, broker: BrokerTarget, idle_s: float = 0.5, max_s: float = 15.0
+) -> IngestStats:
+    """Store everything the broker holds for us (queued results and acks, retained status and
+    caps), returning once nothing new has arrived for idle_s."""
+    ing = ingestor(store, broker)
+    ing.start()
+    try:
+        if not ing.wait_ready(10.0):
+            raise UserError(
+                f"cannot reach the broker at {broker.url}; is it running? "
+                "(`halo-coord broker status`)"
+            )
+        deadline = time.monotonic() + max_s
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            st = ing.stats()
+            seen = st.messages + st.queued
+            if seen != last:
+                last, quiet_since = seen, time.monotonic()
+            elif time.monotonic() - quiet_since >= idle_s:
+                break
+            time.sleep(0.05)
+    finally:
+        ing.stop()
+    return ing.stats()
+
+
+@dataclass
+class Submitted:
+    device: str
+    model: Path
+    cmd_id: str
+
+
+def select_devices(store: Store, devices: Iterable[str], tags: Iterable[str]) -> list[str]:
+    """Devices named explicitly (they must have connected once, or their session cannot queue
+    a command) plus every device carrying one of the tags."""
+    known = {d.device: d for d in store.devices()}
+    chosen: list[str] = []
+    for dev in devices:
+        if dev not in known:
+            raise UserError(
+                f"device {dev!r} has never connected to this broker; see `halo-coord devices`"
+            )
+        chosen.append(dev)
+    for tag in tags:
+        tagged = [d for d, rec in known.items() if tag in ((rec.caps or {}).get("tags") or [])]
+        if not tagged:
+            raise UserError(f"no device has the tag {tag!r}; see `halo-coord devices`")
+        chosen.extend(tagged)
+    if not chosen:
+        raise UserError("name at least one --device ID or --tag TAG")
+    return list(dict.fromkeys(chosen))
+
+
+def submit(
+    store: Store,
+    controller: Controller,
+    devices: list[str],
+    models: list[Path],
+    spec_for: Callable[[str, str], BenchSpec],
+) -> list[Submitted]:
+    """One bench command per device and model; spec_for(sha256, name) gives the settings."""
+    out = []
+    for model in models:
+        sha = store.put_blob_file(model)
+        for dev in devices:
+            command = bench_command(spec_for(sha, model.name))
+            controller.send(dev, command)
+            out.append(Submitted(dev, model, command.cmd_id))
+    return out
+
+
+def job_states(store: Store, cmd_ids: list[str]) -> dict[str, JobRecord]:
+    return {j.cmd_id: j for j in store.jobs(cmd_ids=cmd_ids)}
+
+
+def settled(store: Store, job: JobRecord, until: tuple[str, ...]) -> bool:
+    """Whether the job reached one of `until`; a done/failed job counts only once its result
+    is stored too (the result and the final ack travel separately)."""
+    if job.state not in until:
+        return False
+    if job.state in ("done", "failed"):
+        return store.count_results(job=job.cmd_id) > 0
+    return True
+
+
+def wait_for(
+    store: Store,
+    broker: BrokerTarget,
+    cmd_ids: list[str],
+    until: tuple[str, ...],
+    timeout_s: float,
+    on_progress: Callable[[int, dict[str, JobRecord]], None] | None = None,
+) -> dict[str, JobRecord]:
+    """Ingest until every job is settled in one of `until` or timeout_s passes."""
+    ing = ingestor(store, broker)
+    ing.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            jobs = job_states(store, cmd_ids)
+            done = sum(settled(store, j, until) for j in jobs.values())
+            if on_progress is not None:
+                on_progress(done, jobs)
+            if done == len(cmd_ids) or time.monotonic() > deadline:
+                return jobs
+            time.sleep(0.2)
+    finally:
+        ing.stop()

@@ -1,0 +1,796 @@
+"""The coordinator's SQLite store: results, devices, dispatched jobs, rejects and model blobs.
+
+Durability: WAL with ``synchronous=FULL``, so a committed transaction survives a crash or power
+cut; throughput comes from batching many rows into one transaction (see ``transaction()``), not
+from weaker syncing. Every write is idempotent: results are keyed by ``result_id`` and written
+with ``INSERT ... ON CONFLICT DO NOTHING``, so a redelivered message is absorbed, and several
+ingest processes may share one store file (``BEGIN IMMEDIATE`` + a busy timeout serialise them).
+
+The schema is versioned in ``meta.schema_version``; ``MIGRATIONS[n]`` takes a store from version
+n to n + 1, each in its own transaction. A store written by a newer halofarm is refused.
+
+All ``*_at`` columns are the coordinator's clock (``time.time()`` when the message arrived),
+except ``results.sent_at`` (the device's ``created_at``) and the device's own times in payloads.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from coordinator.errors import UserError
+from protocol import Ack, BenchResult, Caps, Command, Envelope, Heartbeat, Status
+
+STORE_ENV = "HALOFARM_STORE"
+STORE_NAME = "store.sqlite"
+BUSY_TIMEOUT_S = 30.0
+
+# Ack states ordered by how far a command got. A redelivered or reordered ack never moves a
+# job backwards, and the first final word (done, failed, ...) stays.
+_DISPATCHED = "dispatched"
+_STATE_RANK = {
+    _DISPATCHED: 0,
+    "accepted": 1,
+    "running": 2,
+    "rejected": 3,
+    "done": 3,
+    "failed": 3,
+    "cancelled": 3,
+    "pong": 3,
+}
+FINAL_STATES = frozenset(s for s, rank in _STATE_RANK.items() if rank == 3)
+# What record_ack did with an ack.
+ACK_APPLIED = "applied"
+ACK_NEW = "new"
+ACK_STALE = "stale"
+ACK_WRONG_DEVICE = "wrong_device"
+
+# Flat result columns, in insert order; the whole BenchResult body is in `payload` as JSON.
+RESULT_COLUMNS = (
+    "result_id",
+    "msg_id",
+    "device",
+    "job_id",
+    "cmd_id",
+    "status",
+    "reason",
+    "model_sha256",
+    "model_name",
+    "model_bytes",
+    "runtime",
+    "runtime_version",
+    "threads",
+    "xnnpack",
+    "delegated",
+    "count",
+    "min_ns",
+    "p5_ns",
+    "p50_ns",
+    "p90_ns",
+    "p95_ns",
+    "p99_ns",
+    "max_ns",
+    "mean_ns",
+    "std_ns",
+    "cv",
+    "init_ns",
+    "first_ns",
+    "peak_rss_bytes",
+    "started_at",
+    "finished_at",
+    "sent_at",
+    "received_at",
+    "payload",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    0: (
+        """CREATE TABLE results (
+            result_id TEXT PRIMARY KEY,
+            msg_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            cmd_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            model_sha256 TEXT NOT NULL,
+            model_name TEXT NOT NULL,
+            model_bytes INTEGER,
+            runtime TEXT NOT NULL,
+            runtime_version TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            xnnpack INTEGER NOT NULL,
+            delegated INTEGER NOT NULL,
+            count INTEGER,
+            min_ns REAL, p5_ns REAL, p50_ns REAL, p90_ns REAL, p95_ns REAL, p99_ns REAL,
+            max_ns REAL, mean_ns REAL, std_ns REAL, cv REAL,
+            init_ns INTEGER,
+            first_ns INTEGER,
+            peak_rss_bytes INTEGER,
+            started_at REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            sent_at REAL NOT NULL,
+            received_at REAL NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX results_device ON results (device, received_at)",
+        "CREATE INDEX results_model ON results (model_sha256)",
+        "CREATE INDEX results_job ON results (job_id)",
+        "CREATE INDEX results_received ON results (received_at)",
+        """CREATE TABLE devices (
+            device TEXT PRIMARY KEY,
+            status TEXT,
+            status_at REAL,
+            status_msg_id TEXT,
+            agent_version TEXT,
+            caps TEXT,
+            caps_at REAL,
+            last_hb TEXT,
+            hb_at REAL
+        )""",
+        """CREATE TABLE jobs (
+            cmd_id TEXT PRIMARY KEY,
+            job_id TEXT,
+            device TEXT NOT NULL,
+            kind TEXT,
+            model_sha256 TEXT,
+            spec TEXT,
+            state TEXT NOT NULL,
+            reason TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX jobs_device ON jobs (device, state)",
+        "CREATE INDEX jobs_job ON jobs (job_id)",
+        """CREATE TABLE rejects (
+            device TEXT NOT NULL,
+            leaf TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            last_topic TEXT NOT NULL,
+            last_reason TEXT NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            PRIMARY KEY (device, leaf)
+        )""",
+        """CREATE TABLE blobs (
+            sha256 TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            path TEXT,
+            data BLOB,
+            added_at REAL NOT NULL,
+            CHECK ((path IS NULL) != (data IS NULL))
+        )""",
+    ),
+}
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_HEX_PREFIX = re.compile(r"[0-9a-f]{1,64}")
+
+# Rows per INSERT statement, largest first: one statement for many rows because every
+# sqlite3 step releases and re-takes the GIL, and a step per row made the writer thread convoy
+# with paho's network thread (ingest_throughput.py: ~10% more results/s). A few fixed sizes
+# keep the statement cache small.
+_CHUNK_ROWS = (256, 64, 16, 4, 1)
+
+
+@functools.lru_cache(maxsize=len(_CHUNK_ROWS))
+def _insert_results_sql(rows: int) -> str:
+    # The payload parameter is the whole envelope's JSON text; SQLite cuts the body out of it
+    # in C, a fraction of the cost of rebuilding the body's JSON in Python.
+    one = "({}, json_extract(?, '$.body'))".format(", ".join("?" * (len(RESULT_COLUMNS) - 1)))
+    return "INSERT INTO results ({}) VALUES {} ON CONFLICT (result_id) DO NOTHING".format(
+        ", ".join(RESULT_COLUMNS), ", ".join([one] * rows)
+    )
+
+
+class StoreError(UserError):
+    """The store cannot be opened or used; the message says what to do."""
+
+
+def default_path() -> Path:
+    """``$HALOFARM_STORE`` if set, else ``<user data dir>/halofarm/store.sqlite``."""
+    explicit = os.environ.get(STORE_ENV)
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_data_dir("halofarm")) / STORE_NAME
+
+
+@dataclass
+class ResultRow:
+    """One stored result: the flat query columns plus the whole body as JSON text."""
+
+    result_id: str
+    msg_id: str
+    device: str
+    job_id: str
+    cmd_id: str
+    status: str
+    reason: str | None
+    model_sha256: str
+    model_name: str
+    model_bytes: int | None
+    runtime: str
+    runtime_version: str
+    threads: int
+    xnnpack: bool
+    delegated: bool
+    count: int | None
+    min_ns: float | None
+    p5_ns: float | None
+    p50_ns: float | None
+    p90_ns: float | None
+    p95_ns: float | None
+    p99_ns: float | None
+    max_ns: float | None
+    mean_ns: float | None
+    std_ns: float | None
+    cv: float | None
+    init_ns: int | None
+    first_ns: int | None
+    peak_rss_bytes: int | None
+    started_at: float
+    finished_at: float
+    sent_at: float
+    received_at: float
+    payload: str
+
+    def body(self) -> BenchResult:
+        """The BenchResult as the device sent it (raw_ns, env, ops ...)."""
+        return BenchResult.from_dict(json.loads(self.payload))
+
+    def to_dict(self, with_payload: bool = False) -> dict[str, Any]:
+        out = asdict(self)
+        if with_payload:
+            out["payload"] = json.loads(self.payload)
+        else:
+            del out["payload"]
+        return out
+
+
+@dataclass
+class DeviceRecord:
+    device: str
+    status: str | None
+    status_at: float | None
+    agent_version: str | None
+    caps: dict[str, Any] | None
+    caps_at: float | None
+    last_hb: dict[str, Any] | None
+    hb_at: float | None
+
+
+@dataclass
+class JobRecord:
+    """The coordinator's view of one dispatched command, moved along by the device's acks."""
+
+    cmd_id: str
+    job_id: str | None
+    device: str
+    kind: str | None  # None: an ack arrived for a command this store never dispatched
+    model_sha256: str | None
+    spec: dict[str, Any] | None
+    state: str
+    reason: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass
+class RejectRecord:
+    device: str  # "" when the topic did not even name a valid device
+    leaf: str  # the topic's message kind ("result", "ack" ...), "" if unparseable
+    count: int
+    last_topic: str
+    last_reason: str
+    first_at: float
+    last_at: float
+
+
+@dataclass
+class BlobInfo:
+    sha256: str
+    name: str
+    size: int
+    path: str | None  # None: the bytes are in the store itself
+    added_at: float
+
+
+def result_row(env: Envelope, received_at: float, raw: bytes | str | None = None) -> tuple:
+    """The row to insert for a decoded result envelope: RESULT_COLUMNS in order, the last
+    (payload) given as the envelope's JSON text -- ``raw``, the bytes it was decoded from, if
+    the caller has them."""
+    r = env.body
+    if not isinstance(r, BenchResult):
+        raise TypeError(f"expected a result envelope, got type {env.type!r}")
+    s = r.stats
+    stats = (
+        (None,) * 11
+        if s is None
+        else (s.count, s.min, s.p5, s.p50, s.p90, s.p95, s.p99, s.max, s.mean, s.std, s.cv)
+    )
+    spec = r.spec
+    return (
+        r.result_id,
+        env.msg_id,
+        env.device,
+        r.job_id,
+        r.cmd_id,
+        r.status,
+        r.reason,
+        spec.model_sha256,
+        spec.model_name,
+        r.model_bytes,
+        r.runtime,
+        r.runtime_version,
+        spec.threads,
+        spec.xnnpack,
+        r.delegated,
+        *stats,
+        r.init_ns,
+        r.first_ns,
+        r.peak_rss_bytes,
+        r.started_at,
+        r.finished_at,
+        env.created_at,
+        received_at,
+        _json(env.to_dict()) if raw is None else raw if isinstance(raw, str) else raw.decode(),
+    )
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class Store:
+    """One connection to the store file; safe to share between threads (calls are serialised).
+
+    Writes from several threads or processes are fine; a transaction spanning several calls
+    is ``with store.transaction(): ...`` and commits once, at the end.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT), so a
+            # writer takes the write lock up front instead of failing to upgrade a read lock.
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(
+                    f"the store {self.path} cannot use WAL mode (got {mode!r}); put it on a "
+                    "local file system"
+                )
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout, disk full ...
+            self._db.close()
+            raise StoreError(f"cannot use the store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(
+                f"{self.path} is not a usable halofarm store ({exc}); move it away or pass "
+                "another path"
+            ) from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction for everything inside; nested uses join the outer one."""
+        with self._lock:
+            if self._depth == 0:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path} has schema version {version}, newer than this "
+                f"halofarm understands ({SCHEMA_VERSION}); upgrade halofarm"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                # Another process may have migrated while we waited for the write lock.
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key = 'schema_version'"
+                ).fetchone()
+                if row is not None and int(row[0]) > step:
+                    continue
+                for statement in MIGRATIONS[step]:
+                    self._db.execute(statement)
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(step + 1),),
+                )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def add_results(
+        self, batch: Iterable[Envelope], received_at: float | None = None
+    ) -> tuple[int, int]:
+        """Insert result envelopes in one transaction; returns (inserted, duplicates)."""
+        at = time.time() if received_at is None else received_at
+        return self.add_result_rows([result_row(env, at) for env in batch])
+
+    def add_result_rows(self, rows: list[tuple]) -> tuple[int, int]:
+        """Like add_results, for rows made by :func:`result_row` (each with its own time)."""
+        inserted = start = 0
+        with self.transaction():
+            for size in _CHUNK_ROWS:
+                while len(rows) - start >= size:
+                    chunk = rows[start : start + size]
+                    start += size
+                    args = [value for row in chunk for value in row]
+                    inserted += self._db.execute(_insert_results_sql(size), args).rowcount
+        return inserted, len(rows) - inserted
+
+    def record_dispatch(self, device: str, command: Command, at: float | None = None) -> None:
+        """A command sent to device; acks for its cmd_id move the job along."""
+        at = time.time() if at is None else at
+        spec = command.bench
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO jobs (cmd_id, job_id, device, kind, model_sha256, spec, state, "
+                "reason, created_at, updated_at) VALUES (?, NULL, ?, ?, ?, ?, ?, NULL, ?, ?) "
+                "ON CONFLICT (cmd_id) DO NOTHING",
+                (
+                    command.cmd_id,
+                    device,
+                    command.kind,
+                    None if spec is None else spec.model_sha256,
+                    _json(command.to_dict()),
+                    _DISPATCHED,
+                    at,
+                    at,
+                ),
+            )
+
+    def record_ack(self, device: str, ack: Ack, at: float | None = None) -> str:
+        """Apply an ack from device; returns what happened, one of the ACK_* outcomes.
+
+        An ack for a command this store never dispatched (e.g. sent by another tool) still
+        gets a job row (ACK_NEW), so nothing a device says is dropped. A stale or repeated
+        ack changes nothing (ACK_STALE); an ack from a device the command was not sent to
+        changes nothing either (ACK_WRONG_DEVICE) and is the caller's to report.
+        """
+        at = time.time() if at is None else at
+        with self.transaction():
+            row = self._db.execute(
+                "SELECT device, state FROM jobs WHERE cmd_id = ?", (ack.cmd_id,)
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO jobs (cmd_id, job_id, device, state, reason, created_at, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ack.cmd_id, ack.job_id, device, ack.state, ack.reason, at, at),
+                )
+                return ACK_NEW
+            if row[0] != device:
+                return ACK_WRONG_DEVICE
+            if _STATE_RANK[ack.state] <= _STATE_RANK[row[1]]:
+                return ACK_STALE
+            self._db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, job_id = coalesce(?, job_id), "
+                "updated_at = ? WHERE cmd_id = ?",
+                (ack.state, ack.reason, ack.job_id, at, ack.cmd_id),
+            )
+            return ACK_APPLIED
+
+    def record_status(self, env: Envelope, at: float | None = None) -> None:
+        """Latest status of env.device. A retained status is redelivered on every reconnect;
+        the same msg_id again keeps the original time, so it does not look fresh."""
+        body = env.body
+        if not isinstance(body, Status):
+            raise TypeError(f"expected a status envelope, got type {env.type!r}")
+        at = time.time() if at is None else at
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO devices (device, status, status_at, status_msg_id, agent_version) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+                "status = excluded.status, status_at = excluded.status_at, "
+                "status_msg_id = excluded.status_msg_id, agent_version = excluded.agent_version "
+                "WHERE devices.status_msg_id IS NOT excluded.status_msg_id",
+                (env.device, body.state, at, env.msg_id, body.agent_version),
+            )
+
+    def record_caps(self, env: Envelope, at: float | None = None) -> None:
+        if not isinstance(env.body, Caps):
+            raise TypeError(f"expected a caps envelope, got type {env.type!r}")
+        self._upsert_device(env.device, "caps", "caps_at", env.body.to_dict(), at)
+
+    def record_hb(self, env: Envelope, at: float | None = None) -> None:
+        if not isinstance(env.body, Heartbeat):
+            raise TypeError(f"expected a hb envelope, got type {env.type!r}")
+        self._upsert_device(env.device, "last_hb", "hb_at", env.body.to_dict(), at)
+
+    def _upsert_device(
+        self, device: str, column: str, at_column: str, data: dict, at: float | None
+    ) -> None:
+        at = time.time() if at is None else at
+        with self.transaction():
+            self._db.execute(
+                f"INSERT INTO devices (device, {column}, {at_column}) VALUES (?, ?, ?) "
+                f"ON CONFLICT (device) DO UPDATE SET {column} = excluded.{column}, "
+                f"{at_column} = excluded.{at_column}",
+                (device, _json(data), at),
+            )
+
+    def record_reject(
+        self, device: str, leaf: str, topic: str, reason: str, at: float | None = None
+    ) -> None:
+        """Count one rejected message from device on a leaf topic, keeping the last reason."""
+        at = time.time() if at is None else at
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO rejects (device, leaf, count, last_topic, last_reason, first_at, "
+                "last_at) VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (device, leaf) DO UPDATE SET "
+                "count = count + 1, last_topic = excluded.last_topic, "
+                "last_reason = excluded.last_reason, last_at = excluded.last_at",
+                (device, leaf, topic[:512], reason[:2048], at, at),
+            )
+
+    def put_blob(self, data: bytes, name: str) -> str:
+        """Keep a model's bytes in the store (to serve it to devices); returns its sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO blobs (sha256, name, size, path, data, added_at) "
+                "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                (sha, name, len(data), sqlite3.Binary(data), time.time()),
+            )
+        return sha
+
+    def put_blob_file(self, path: str | os.PathLike, name: str | None = None) -> str:
+        """Serve a model from its file instead of copying it in; returns its sha256.
+
+        The file must then stay unchanged: reads check its size, and devices verify sha256.
+        """
+        file = Path(path).resolve()
+        digest = hashlib.sha256()
+        try:
+            with open(file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            size = file.stat().st_size
+        except OSError as exc:
+            raise StoreError(f"cannot read model file {file}: {exc}") from None
+        sha = digest.hexdigest()
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO blobs (sha256, name, size, path, data, added_at) "
+                "VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT (sha256) DO UPDATE SET "
+                "path = excluded.path, size = excluded.size WHERE blobs.path IS NOT NULL",
+                (sha, name or file.name, size, str(file), time.time()),
+            )
+        return sha
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def blob(self, sha256: str) -> BlobInfo | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, name, size, path, added_at FROM blobs WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        return None if row is None else BlobInfo(*row)
+
+    def read_blob(self, sha256: str, offset: int, length: int) -> bytes:
+        """Up to length bytes of a blob from offset (short at the end); KeyError if unknown."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"offset and length must be >= 0, got {offset}, {length}")
+        info = self.blob(sha256)
+        if info is None:
+            raise KeyError(sha256)
+        if info.path is None:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT substr(data, ?, ?) FROM blobs WHERE sha256 = ?",
+                    (offset + 1, length, sha256),
+                ).fetchone()
+            return bytes(row[0]) if row and row[0] is not None else b""
+        try:
+            with open(info.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size != info.size:
+                    raise StoreError(
+                        f"model file {info.path} changed size since it was added "
+                        f"({info.size} -> {size} bytes); add it again"
+                    )
+                fh.seek(offset)
+                return fh.read(length)
+        except OSError as exc:
+            raise StoreError(f"cannot read model file {info.path}: {exc}") from None
+
+    def results(
+        self,
+        *,
+        device: str | None = None,
+        model: str | None = None,
+        job: str | None = None,
+        since: float | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[ResultRow]:
+        """Stored results, oldest received first.
+
+        model: a model_sha256 prefix or an exact model_name; job: a job_id or cmd_id;
+        since: received_at >= since (coordinator clock, so polling with it never misses one).
+        """
+        where, args = _result_filters(device, model, job, since, status)
+        sql = f"SELECT {', '.join(RESULT_COLUMNS)} FROM results{where} ORDER BY received_at, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_result_from_row(r) for r in rows]
+
+    def count_results(
+        self,
+        *,
+        device: str | None = None,
+        model: str | None = None,
+        job: str | None = None,
+        since: float | None = None,
+        status: str | None = None,
+    ) -> int:
+        where, args = _result_filters(device, model, job, since, status)
+        with self._lock:
+            return self._db.execute(f"SELECT count(*) FROM results{where}", args).fetchone()[0]
+
+    def devices(self) -> list[DeviceRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, status, status_at, agent_version, caps, caps_at, last_hb, hb_at "
+                "FROM devices ORDER BY device"
+            ).fetchall()
+        return [
+            DeviceRecord(d, st, st_at, ver, _loads(caps), caps_at, _loads(hb), hb_at)
+            for d, st, st_at, ver, caps, caps_at, hb, hb_at in rows
+        ]
+
+    def jobs(
+        self,
+        *,
+        device: str | None = None,
+        state: str | None = None,
+        cmd_ids: Iterable[str] | None = None,
+    ) -> list[JobRecord]:
+        clauses, args = [], []
+        if device is not None:
+            clauses.append("device = ?")
+            args.append(device)
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state)
+        if cmd_ids is not None:
+            ids = list(cmd_ids)
+            clauses.append(f"cmd_id IN ({', '.join('?' * len(ids))})")
+            args.extend(ids)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT cmd_id, job_id, device, kind, model_sha256, spec, state, reason, "
+                f"created_at, updated_at FROM jobs{where} ORDER BY created_at, cmd_id",
+                args,
+            ).fetchall()
+        return [
+            JobRecord(cmd, job, dev, kind, sha, _loads(spec), st, reason, created, updated)
+            for cmd, job, dev, kind, sha, spec, st, reason, created, updated in rows
+        ]
+
+    def rejects(self) -> list[RejectRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, leaf, count, last_topic, last_reason, first_at, last_at "
+                "FROM rejects ORDER BY device, leaf"
+            ).fetchall()
+        return [RejectRecord(*r) for r in rows]
+
+
+def _result_filters(
+    device: str | None,
+    model: str | None,
+    job: str | None,
+    since: float | None,
+    status: str | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if device is not None:
+        clauses.append("device = ?")
+        args.append(device)
+    if model is not None:
+        if not model:
+            raise ValueError("the model filter must not be empty")
+        if _HEX_PREFIX.fullmatch(model):
+            # A range, not LIKE, so the index serves it: hex digits all sort below "g".
+            clauses.append("((model_sha256 >= ? AND model_sha256 < ?) OR model_name = ?)")
+            args += [model, model + "g", model]
+        else:
+            clauses.append("model_name = ?")
+            args.append(model)
+    if job is not None:
+        clauses.append("(job_id = ? OR cmd_id = ?)")
+        args += [job, job]
+    if since is not None:
+        clauses.append("received_at >= ?")
+        args.append(since)
+    if status is not None:
+        clauses.append("status = ?")
+        args.append(status)
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
+def _result_from_row(row: tuple) -> ResultRow:
+    values = dict(zip(RESULT_COLUMNS, row, strict=True))
+    values["xnnpack"] = bool(values["xnnpack"])
+    values["delegated"] = bool(values["delegated"])
+    return ResultRow(**values)

@@ -1,0 +1,378 @@
+"""Message bodies as dataclasses, with JSON conversion and validation driven by their fields.
+
+Each field carries its checker (see :mod:`protocol.fields`) in its metadata. ``from_dict``
+rejects unknown keys, runs every checker with the field's dotted path and then the class's
+cross-field rules; ``to_dict`` gives plain JSON data. A key may be left out of the JSON only
+when the field has a default.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Type, TypeVar
+
+from . import fields as f
+from .packing import MAX_RAW_NS, pack_ns, unpack_ns
+
+__all__ = [
+    "CHUNK_MAX",
+    "MAX_RAW_NS",
+    "Ack",
+    "BenchResult",
+    "BenchSpec",
+    "BenchStats",
+    "BlobChunk",
+    "BlobRequest",
+    "Body",
+    "Caps",
+    "Command",
+    "Heartbeat",
+    "MESSAGE_TYPES",
+    "Progress",
+    "Status",
+    "pack_ns",
+    "unpack_ns",
+]
+
+CHUNK_MAX = 128 * 1024
+_CHUNK_B64_MAX = 4 * ((CHUNK_MAX + 2) // 3)
+# A raw_ns string can never be longer than a whole message.
+_RAW_NS_MAX_CHARS = 256 * 1024
+
+B = TypeVar("B", bound="Body")
+
+
+def wire(check: f.Checker, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
+    """A dataclass field validated on the wire by ``check``."""
+    return field(default=default, default_factory=default_factory, metadata={"check": check})
+
+
+def _nested(cls: Type[Body]) -> f.Checker:
+    def check(value: Any, path: str) -> Body:
+        return cls.from_dict(value, path)
+
+    return check
+
+
+def _plain(value: Any) -> Any:
+    """JSON data for a field value; copies containers so callers cannot alias our state."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Body):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):
+        # numpy scalars and arrays (the agent computes statistics with numpy), without
+        # importing numpy: tolist() gives plain Python numbers.
+        return _plain(value.tolist())
+    return value
+
+
+class Body:
+    """Base of all bodies. ``TYPE`` is the message type string (None for nested-only bodies)."""
+
+    TYPE: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {fl.name: _plain(getattr(self, fl.name)) for fl in fields(self)}
+
+    @classmethod
+    def from_dict(cls: Type[B], data: Any, path: str = "body") -> B:
+        if not isinstance(data, dict):
+            f.fail(path, f"must be an object, got {f.describe(data)}")
+        known = {fl.name: fl for fl in fields(cls)}
+        for name in data:
+            if name not in known:
+                hint = difflib.get_close_matches(str(name), list(known), n=1)
+                f.fail(
+                    f.member(path, name),
+                    "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+        values = {}
+        for name, fl in known.items():
+            if name in data:
+                values[name] = fl.metadata["check"](data[name], f.sub(path, name))
+            elif fl.default is MISSING and fl.default_factory is MISSING:
+                f.fail(f.sub(path, name), "is required")
+        obj = cls(**values)
+        obj.check_rules(path)
+        return obj
+
+    def check_rules(self, path: str) -> None:
+        """Cross-field rules; the field checkers have already passed."""
+
+    def validate(self, path: str = "body") -> None:
+        """Raise :class:`ProtocolError` if this body would be rejected by the receiver."""
+        type(self).from_dict(self.to_dict(), path)
+
+
+def _require(cond: bool, path: str, reason: str) -> None:
+    if not cond:
+        f.fail(path, reason)
+
+
+@dataclass
+class Status(Body):
+    TYPE = "status"
+    state: str = wire(f.one_of(("online", "offline")))
+    agent_version: str = wire(f.text(64))
+    started_at: Optional[float] = wire(f.optional(f.float_in(0.0)), default=None)
+
+
+@dataclass
+class Caps(Body):
+    TYPE = "caps"
+    agent_version: str = wire(f.text(64))
+    board: str = wire(f.text(256))
+    soc: Optional[str] = wire(f.optional(f.text(256)))
+    machine: str = wire(f.text(64))
+    cores: int = wire(f.int_in(1, 4096))
+    ram_bytes: int = wire(f.int_in(0))
+    os: str = wire(f.text(256))
+    kernel: str = wire(f.text(256))
+    python: str = wire(f.text(64))
+    runtime: Optional[str] = wire(f.optional(f.text(64)))
+    runtime_version: Optional[str] = wire(f.optional(f.text(64)))
+    numpy: str = wire(f.text(64))
+    xnnpack: bool = wire(f.boolean)
+    delegates: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
+    power_sources: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
+    tags: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
+
+
+@dataclass
+class Heartbeat(Body):
+    TYPE = "hb"
+    uptime_s: float = wire(f.float_in(0.0))
+    load: List[float] = wire(f.list_of(f.float_in(0.0), 3, 3))
+    temps_c: Dict[str, float] = wire(f.dict_of(f.float_in(-273.15, 1000.0)))
+    cpu_freq_khz: Dict[str, int] = wire(f.dict_of(f.int_in(0)))
+    throttled: Optional[bool] = wire(f.optional(f.boolean))
+    outbox_depth: int = wire(f.int_in(0))
+    queue_depth: int = wire(f.int_in(0))
+    running_job: Optional[str] = wire(f.optional(f.ID))
+    agent_version: str = wire(f.text(64))
+
+
+_DAY = 86400.0
+
+
+@dataclass
+class BenchSpec(Body):
+    """What to measure and how; the args of a ``bench`` command, echoed in its result."""
+
+    model_sha256: str = wire(f.SHA256)
+    model_name: str = wire(f.text(128))
+    xnnpack: bool = wire(f.boolean, default=True)
+    threads: int = wire(f.int_in(1, 64), default=1)
+    affinity: Optional[List[int]] = wire(
+        f.optional(f.unique(f.list_of(f.int_in(0, 1023), 1024, 1))), default=None
+    )
+    seed: int = wire(f.int_in(0), default=0)
+    warmup_runs: int = wire(f.int_in(0, 1000000), default=1)
+    warmup_seconds: float = wire(f.float_in(0.0, 3600.0), default=0.5)
+    min_runs: int = wire(f.int_in(1, 1000000), default=50)
+    min_seconds: float = wire(f.float_in(0.0, _DAY), default=1.0)
+    max_seconds: float = wire(f.float_in(0.0, _DAY, lo_open=True), default=150.0)
+    timeout_s: Optional[float] = wire(
+        f.optional(f.float_in(0.0, 2 * _DAY, lo_open=True)), default=None
+    )
+    keep_raw: bool = wire(f.boolean, default=True)
+
+    def check_rules(self, path: str) -> None:
+        _require(
+            self.min_seconds <= self.max_seconds,
+            f.sub(path, "min_seconds"),
+            f"must not exceed max_seconds ({self.max_seconds}), got {self.min_seconds}",
+        )
+
+
+COMMAND_KINDS = ("bench", "cancel", "ping", "adapt", "mcu")
+
+
+@dataclass
+class Command(Body):
+    TYPE = "cmd"
+    cmd_id: str = wire(f.HEX32)
+    kind: str = wire(f.one_of(COMMAND_KINDS))
+    expires_at: Optional[float] = wire(f.optional(f.float_in(0.0)), default=None)
+    bench: Optional[BenchSpec] = wire(f.optional(_nested(BenchSpec)), default=None)
+    target_cmd_id: Optional[str] = wire(f.optional(f.HEX32), default=None)
+
+    def check_rules(self, path: str) -> None:
+        for name, kind in (("bench", "bench"), ("target_cmd_id", "cancel")):
+            present = getattr(self, name) is not None
+            if self.kind == kind:
+                _require(present, f.sub(path, name), f"is required when kind is {kind!r}")
+            else:
+                _require(
+                    not present,
+                    f.sub(path, name),
+                    f"must be null unless kind is {kind!r} (kind is {self.kind!r})",
+                )
+
+
+ACK_STATES = ("accepted", "rejected", "running", "done", "failed", "cancelled", "pong")
+
+
+@dataclass
+class Ack(Body):
+    TYPE = "ack"
+    cmd_id: str = wire(f.HEX32)
+    state: str = wire(f.one_of(ACK_STATES))
+    reason: Optional[str] = wire(f.optional(f.text()), default=None)
+    job_id: Optional[str] = wire(f.optional(f.ID), default=None)
+
+
+@dataclass
+class Progress(Body):
+    TYPE = "progress"
+    job_id: str = wire(f.ID)
+    phase: str = wire(f.one_of(("fetch", "init", "warmup", "measure")))
+    done: int = wire(f.int_in(0))
+    total: Optional[int] = wire(f.optional(f.int_in(0)), default=None)
+
+
+_NS = f.float_in(0.0)
+
+
+@dataclass
+class BenchStats(Body):
+    """Summary of the measured runs, in nanoseconds; ``cv`` is std/mean."""
+
+    count: int = wire(f.int_in(1))
+    min: float = wire(_NS)
+    p5: float = wire(_NS)
+    p50: float = wire(_NS)
+    p90: float = wire(_NS)
+    p95: float = wire(_NS)
+    p99: float = wire(_NS)
+    max: float = wire(_NS)
+    mean: float = wire(_NS)
+    std: float = wire(_NS)
+    cv: float = wire(_NS)
+
+
+def _raw_ns(value: Any, path: str) -> str:
+    text = f.text(_RAW_NS_MAX_CHARS)(value, path)
+    unpack_ns(text, path)  # validated at the boundary, not first at analysis time
+    return text
+
+
+@dataclass
+class BenchResult(Body):
+    TYPE = "result"
+    result_id: str = wire(f.HEX32)
+    job_id: str = wire(f.ID)
+    cmd_id: str = wire(f.HEX32)
+    status: str = wire(f.one_of(("ok", "failed")))
+    reason: Optional[str] = wire(f.optional(f.text()))
+    spec: BenchSpec = wire(_nested(BenchSpec))
+    model_bytes: Optional[int] = wire(f.optional(f.int_in(0)))
+    runtime: str = wire(f.text(64))
+    runtime_version: str = wire(f.text(64))
+    init_ns: Optional[int] = wire(f.optional(f.int_in(0)))
+    first_ns: Optional[int] = wire(f.optional(f.int_in(0)))
+    warmup_count: int = wire(f.int_in(0))
+    warmup_mean_ns: Optional[float] = wire(f.optional(_NS))
+    stats: Optional[BenchStats] = wire(f.optional(_nested(BenchStats)))
+    raw_ns: Optional[str] = wire(f.optional(_raw_ns))
+    env_pre: Dict[str, Any] = wire(f.json_object)
+    env_post: Dict[str, Any] = wire(f.json_object)
+    ops: Dict[str, int] = wire(f.dict_of(f.int_in(0), max_keys=1024))
+    delegated: bool = wire(f.boolean)
+    peak_rss_bytes: Optional[int] = wire(f.optional(f.int_in(0)))
+    started_at: float = wire(f.float_in(0.0))
+    finished_at: float = wire(f.float_in(0.0))
+    energy: Optional[Dict[str, Any]] = wire(f.optional(f.json_object), default=None)
+
+    def check_rules(self, path: str) -> None:
+        if self.status == "failed":
+            _require(
+                self.reason is not None,
+                f.sub(path, "reason"),
+                "is required when status is 'failed'",
+            )
+        else:
+            _require(
+                self.stats is not None, f.sub(path, "stats"), "is required when status is 'ok'"
+            )
+
+    def raw(self) -> Optional[List[int]]:
+        """The raw per-run nanoseconds, or None if they were not kept."""
+        return None if self.raw_ns is None else unpack_ns(self.raw_ns)
+
+
+@dataclass
+class BlobRequest(Body):
+    TYPE = "blob_req"
+    sha256: str = wire(f.SHA256)
+    offset: int = wire(f.int_in(0))
+    length: int = wire(f.int_in(1, CHUNK_MAX))
+
+
+def _chunk_data(value: Any, path: str) -> str:
+    text = f.text(_CHUNK_B64_MAX)(value, path)
+    try:
+        base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        f.fail(path, "must be base64")
+    return text
+
+
+@dataclass
+class BlobChunk(Body):
+    """One piece of a blob; ``error`` (e.g. "unknown blob") comes with empty ``data``."""
+
+    TYPE = "blob_data"
+    sha256: str = wire(f.SHA256)
+    offset: int = wire(f.int_in(0))
+    total: int = wire(f.int_in(0))
+    data: str = wire(_chunk_data)
+    error: Optional[str] = wire(f.optional(f.text(256)), default=None)
+
+    @classmethod
+    def of(cls, sha256: str, offset: int, total: int, payload: bytes) -> BlobChunk:
+        return cls(sha256, offset, total, base64.b64encode(payload).decode("ascii"))
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.data)
+
+    def check_rules(self, path: str) -> None:
+        if self.error is not None:
+            _require(self.data == "", f.sub(path, "data"), "must be empty when error is set")
+            return
+        size = len(self.payload())
+        _require(
+            size <= CHUNK_MAX,
+            f.sub(path, "data"),
+            f"must hold at most {CHUNK_MAX} bytes, got {size}",
+        )
+        _require(
+            self.offset + size <= self.total,
+            f.sub(path, "data"),
+            f"chunk at offset {self.offset} with {size} bytes runs past total {self.total}",
+        )
+
+
+MESSAGE_TYPES: Dict[str, Type[Body]] = {
+    cls.TYPE: cls
+    for cls in (
+        Status,
+        Caps,
+        Heartbeat,
+        Command,
+        Ack,
+        Progress,
+        BenchResult,
+        BlobRequest,
+        BlobChunk,
+    )
+    if cls.TYPE is not None
+}

@@ -1,0 +1,82 @@
+"""Device health rules (mqtt.md §6) on synthetic timestamps, and the `devices` summary row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.registry import (
+    OFFLINE,
+    ONLINE,
+    STALE,
+    UNKNOWN,
+    device_table,
+    health,
+    summarize,
+)
+from coordinator.store import DeviceRecord, Store
+from tests.coordinator.test_ingest_support import caps_message, hb_message, status_message
+
+HB = 10.0  # heartbeat interval in these tests; stale after 3 x 10 s
+
+
+@pytest.mark.parametrize(
+    ("status", "status_at", "hb_at", "now", "expected"),
+    [
+        ("online", 100.0, 120.0, 125.0, ONLINE),
+        ("online", 100.0, 120.0, 149.9, ONLINE),  # hb age 29.9 < 30
+        ("online", 100.0, 120.0, 150.0, STALE),  # hb age 30: not < 3 x interval
+        ("online", 100.0, None, 105.0, ONLINE),  # just connected, no heartbeat yet
+        ("online", 100.0, None, 131.0, STALE),  # connected, never sent a heartbeat
+        ("online", 200.0, 120.0, 210.0, ONLINE),  # reconnected after an old heartbeat
+        ("offline", 130.0, 120.0, 131.0, OFFLINE),  # will received after the last hb
+        ("offline", 130.0, 120.0, 9999.0, OFFLINE),  # offline stays offline
+        ("offline", 130.0, 140.0, 141.0, ONLINE),  # heartbeats after the will: it is back
+        ("offline", 130.0, 140.0, 200.0, STALE),
+        ("offline", 130.0, None, 131.0, OFFLINE),
+        (None, None, 120.0, 125.0, ONLINE),  # heartbeats but no status (yet)
+        (None, None, 120.0, 500.0, STALE),
+        (None, None, None, 500.0, UNKNOWN),  # only caps ever arrived
+    ],
+)
+def test_health_rules(status, status_at, hb_at, now, expected) -> None:
+    assert health(status, status_at, hb_at, now, hb_interval_s=HB) == expected
+
+
+def test_health_interval_scales_the_stale_limit() -> None:
+    assert health("online", 0.0, 100.0, 189.0, hb_interval_s=30.0) == ONLINE
+    assert health("online", 0.0, 100.0, 189.0, hb_interval_s=10.0) == STALE
+    with pytest.raises(ValueError):
+        health("online", 0.0, 0.0, 1.0, hb_interval_s=0)
+
+
+def test_summary_from_stored_device(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record_status(status_message("rpi4-01")[2], at=1000.0)
+        store.record_caps(caps_message("rpi4-01")[2], at=1000.0)
+        store.record_hb(hb_message("rpi4-01", running_job="job-7")[2], at=1010.0)
+        store.record_status(status_message("jetson-nano", "offline")[2], at=900.0)
+        rows = device_table(store.devices(), now=1015.0, hb_interval_s=HB)
+    nano, pi = rows
+    assert (nano.device, nano.health, nano.board, nano.last_seen_s) == (
+        "jetson-nano",
+        OFFLINE,
+        None,
+        115.0,
+    )
+    assert (pi.device, pi.health, pi.last_seen_s) == ("rpi4-01", ONLINE, 5.0)
+    assert (pi.board, pi.soc, pi.cores, pi.ram_gb) == ("Raspberry Pi 4 Model B Rev 1.4",
+                                                       "BCM2711", 4, 4.0)  # fmt: skip
+    assert (pi.runtime, pi.xnnpack, pi.power_sources) == ("tflite-runtime 2.14.0", True,
+                                                          ["ina3221-hwmon"])  # fmt: skip
+    assert (pi.temp_max_c, pi.throttled, pi.load1) == (51.2, False, 0.5)
+    assert (pi.queue_depth, pi.running_job, pi.agent_version) == (2, "job-7", "0.1.0")
+    assert pi.to_dict()["health"] == ONLINE
+
+
+def test_summary_of_a_device_known_only_by_caps() -> None:
+    rec = DeviceRecord("mcu-1", None, None, None, {"board": "nucleo"}, 5.0, None, None)
+    row = summarize(rec, now=10.0)
+    assert (row.health, row.board, row.last_seen_s, row.temp_max_c) == (UNKNOWN, "nucleo",
+                                                                         None, None)  # fmt: skip
