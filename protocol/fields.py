@@ -66,7 +66,14 @@ def item(path: str, index: int) -> str:
     return f"{path}[{index}]"
 
 
+_PLAIN_KEY = re.compile(r"[ !#-\[\]-~]{0,40}")  # printable ASCII but " and \: quoted as is
+
+
 def key(path: str, name: str) -> str:
+    # Hot in decode (every key of every free-form object): skip json.dumps when it would only
+    # add the quotes.
+    if _PLAIN_KEY.fullmatch(name):
+        return f'{path}["{name}"]'
     return f"{path}[{json.dumps(name[:40])}]"
 
 
@@ -220,11 +227,16 @@ def dict_of(value_checker: Checker, max_keys: int = MAX_KEYS, max_key_len: int =
         for k, v in value.items():
             if not isinstance(k, str):
                 fail(path, f"keys must be strings, got {describe(k)}")
-            _text(k, key(path, k), max_key_len)
-            out[k] = value_checker(v, key(path, k))
+            at = key(path, k)
+            _text(k, at, max_key_len)
+            out[k] = value_checker(v, at)
         return out
 
     return check
+
+
+_ANY_INT = int_in()
+_ANY_FLOAT = float_in()
 
 
 def json_value(value: Any, path: str, depth: int = 0) -> Any:
@@ -234,9 +246,9 @@ def json_value(value: Any, path: str, depth: int = 0) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return _text(value, path, MAX_STR) if isinstance(value, str) else value
     if is_int(value):
-        return int_in()(value, path)
+        return _ANY_INT(value, path)
     if isinstance(value, float):
-        return float_in()(value, path)
+        return _ANY_FLOAT(value, path)
     if isinstance(value, list):
         if len(value) > MAX_LIST:
             fail(path, f"must have at most {MAX_LIST} items, got {len(value)}")
@@ -255,6 +267,7 @@ def json_object(value: Any, path: str, depth: int = 0) -> Dict[str, Any]:
     for k, v in value.items():
         if not isinstance(k, str):
             fail(path, f"keys must be strings, got {describe(k)}")
-        _text(k, key(path, k), MAX_STR)
-        out[k] = json_value(v, key(path, k), depth + 1)
+        at = key(path, k)
+        _text(k, at, MAX_STR)
+        out[k] = json_value(v, at, depth + 1)
     return out
