@@ -44,6 +44,7 @@ from pathlib import Path
 import paho.mqtt
 import paho.mqtt.client as mqtt
 from machine import machine_facts
+from report import print_rows, write_json  # noqa: E402
 
 from coordinator.broker import BrokerConfig, ManagedBroker, find_mosquitto, mosquitto_version
 from coordinator.ingest import Ingestor
@@ -514,10 +515,7 @@ def print_table(rows: list[dict], stages: dict) -> None:
                 f"{pub['published'] / pub['seconds']:.0f}",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print("  ".join(c.rjust(w) if i > 1 else c.ljust(w)
-                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))  # fmt: skip
+    print_rows(lines, left=2)
     print()
     print("ingest stages, us per result (writer thread, without MQTT):")
     for key, value in stages.items():
@@ -594,9 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
         "stages_us_per_result": stages,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

@@ -36,7 +36,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from multiprocessing import Pool  # noqa: E402
@@ -44,6 +43,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from machine import machine_facts  # noqa: E402
+from report import print_rows, write_json  # noqa: E402
 
 from agent.runtime import load_runtime, make_interpreter, runtime_info  # noqa: E402
 from coordinator.zoo.analytics import stats  # noqa: E402
@@ -310,10 +310,7 @@ def print_table(
         )
     for name, *rhos in extra:
         lines.append((name, "-", "-", "-", *map(fmt, rhos)))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        cells = zip(line, widths, strict=True)
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
+    print_rows(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -400,9 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": wall,
         "models": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

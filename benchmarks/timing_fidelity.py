@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import machine_facts
+from report import print_rows, write_json  # noqa: E402
 
 from agent.bench.job import run_bench_job
 from agent.runtime import load_runtime, runtime_info
@@ -240,14 +241,7 @@ def print_table(rows: list[dict]) -> None:
                 "yes" if abs(r["ratio_p50"] - 1) <= TARGET else "no",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print(
-            "  ".join(
-                cell.rjust(w) if i else cell.ljust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
+    print_rows(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -296,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "call_overhead_tiny": overhead,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

@@ -32,7 +32,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -40,6 +39,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from machine import machine_facts as base_machine_facts  # noqa: E402
+from report import print_rows, write_json  # noqa: E402
 
 from coordinator.zoo.generate import Generator, build_graph, make_spec  # noqa: E402
 from coordinator.zoo.quantize import activation_ranges, calibration_inputs  # noqa: E402
@@ -194,14 +194,7 @@ def print_table(rows: list[dict]) -> None:
                 "-" if target is None else f"{target:.3f}",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print(
-            "  ".join(
-                cell.rjust(w) if i else cell.ljust(w)
-                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
+    print_rows(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -229,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_facts(),
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

@@ -23,28 +23,9 @@ from agent.bench.timing import MAX_RUNS
 from agent.runtime import load_runtime
 from protocol.bodies import BenchResult, BenchSpec, unpack_ns
 
-TINY_MODEL_ENV = "HALOFARM_TINY_TFLITE"
 JOB, CMD, RESULT = "job-1", "c" * 32, "e" * 32
 # Short settings: the protocol's rules hold, the suite stays fast.
 QUICK = dict(warmup_runs=0, warmup_seconds=0.0, min_runs=5, min_seconds=0.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    """Path of a float32 FULLY_CONNECTED x[1,8] -> y[1,4] model from the zoo writer."""
-    path = tmp_path_factory.mktemp("models") / "tiny.tflite"
-    if sys.version_info >= (3, 10):
-        try:
-            from coordinator.zoo.testing import tiny_model_bytes
-        except ImportError:
-            pass
-        else:
-            path.write_bytes(tiny_model_bytes())
-            return str(path)
-    env = os.environ.get(TINY_MODEL_ENV)
-    if env and os.path.isfile(env):
-        return env
-    pytest.skip("zoo writer not available")
 
 
 def spec(**kw) -> BenchSpec:
@@ -67,8 +48,8 @@ def assert_failed(result: BenchResult, reason_start: str) -> None:
     assert result.env_pre and result.env_post
 
 
-def test_tiny_model_ok(tiny_model):
-    result = bench(tiny_model)
+def test_tiny_model_ok(tiny_model_file):
+    result = bench(tiny_model_file)
     assert result.status == "ok" and result.reason is None
     assert (result.job_id, result.cmd_id, result.result_id) == (JOB, CMD, RESULT)
     raw = unpack_ns(result.raw_ns)
@@ -81,7 +62,7 @@ def test_tiny_model_ok(tiny_model):
     assert result.ops["FULLY_CONNECTED"] == 1
     assert result.delegated and result.ops["DELEGATE"] == 1
     assert result.peak_rss_bytes > 10 * 2**20  # a Python process with the runtime loaded
-    assert result.model_bytes == os.path.getsize(tiny_model)
+    assert result.model_bytes == os.path.getsize(tiny_model_file)
     assert result.started_at <= result.finished_at
     process = result.env_pre["process"]
     assert process["resolver"] == "auto" and process["num_threads"] == 1
@@ -96,34 +77,36 @@ def test_tiny_model_ok(tiny_model):
     json.dumps(result.to_dict())
 
 
-def test_warmup_and_keep_raw_false(tiny_model):
-    result = bench(tiny_model, warmup_runs=3, keep_raw=False)
+def test_warmup_and_keep_raw_false(tiny_model_file):
+    result = bench(tiny_model_file, warmup_runs=3, keep_raw=False)
     assert result.status == "ok"
     assert result.raw_ns is None and result.stats.count >= 5
     assert result.warmup_count >= 3 and result.warmup_mean_ns > 0
 
 
-def test_xnnpack_off_runs_without_delegate(tiny_model):
-    result = bench(tiny_model, xnnpack=False, threads=2)
+def test_xnnpack_off_runs_without_delegate(tiny_model_file):
+    result = bench(tiny_model_file, xnnpack=False, threads=2)
     assert result.status == "ok"
     assert not result.delegated and "DELEGATE" not in result.ops
     assert result.env_pre["process"]["resolver"] == "xnnpack_off"
     assert result.env_pre["process"]["num_threads"] == 2
 
 
-def test_affinity_is_applied_in_the_child(tiny_model):
+def test_affinity_is_applied_in_the_child(tiny_model_file):
     cpu = min(os.sched_getaffinity(0))
-    result = bench(tiny_model, affinity=[cpu])
+    result = bench(tiny_model_file, affinity=[cpu])
     assert result.status == "ok"
     assert result.env_pre["process"]["affinity"] == [cpu]
     assert os.sched_getaffinity(0) != {cpu} or os.cpu_count() == 1  # the parent is not pinned
 
 
-def test_affinity_to_a_missing_cpu_fails(tiny_model):
-    assert_failed(bench(tiny_model, affinity=[1023]), "cannot pin the benchmark to CPUs [1023]")
+def test_affinity_to_a_missing_cpu_fails(tiny_model_file):
+    assert_failed(
+        bench(tiny_model_file, affinity=[1023]), "cannot pin the benchmark to CPUs [1023]"
+    )
 
 
-def test_garbage_model_fails_and_the_agent_carries_on(tmp_path, tiny_model):
+def test_garbage_model_fails_and_the_agent_carries_on(tmp_path, tiny_model_file):
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(os.urandom(4096))
     result = bench(str(garbage))
@@ -131,7 +114,7 @@ def test_garbage_model_fails_and_the_agent_carries_on(tmp_path, tiny_model):
     assert len(result.reason) <= 320
     assert result.model_bytes == 4096
     assert result.ops == {} and result.init_ns is None
-    assert bench(tiny_model).status == "ok"  # same process, next job fine
+    assert bench(tiny_model_file).status == "ok"  # same process, next job fine
 
 
 def test_missing_model_fails(tmp_path):
@@ -140,43 +123,43 @@ def test_missing_model_fails(tmp_path):
     assert result.model_bytes is None
 
 
-def test_too_many_min_runs_fails_before_starting(tiny_model):
-    assert_failed(bench(tiny_model, min_runs=MAX_RUNS + 1), f"min_runs {MAX_RUNS + 1} exceeds")
+def test_too_many_min_runs_fails_before_starting(tiny_model_file):
+    assert_failed(bench(tiny_model_file, min_runs=MAX_RUNS + 1), f"min_runs {MAX_RUNS + 1} exceeds")
 
 
-def test_hanging_child_is_killed_at_the_timeout(tiny_model, monkeypatch):
+def test_hanging_child_is_killed_at_the_timeout(tiny_model_file, monkeypatch):
     monkeypatch.setenv(TEST_HANG_ENV, "1")
     start = time.monotonic()
-    result = bench(tiny_model, timeout_s=1.5)
+    result = bench(tiny_model_file, timeout_s=1.5)
     assert_failed(result, "timeout after 1.5 s")
     assert time.monotonic() - start < 30
     assert multiprocessing.active_children() == []
 
 
-def test_cancel_kills_the_child(tiny_model, monkeypatch):
+def test_cancel_kills_the_child(tiny_model_file, monkeypatch):
     monkeypatch.setenv(TEST_HANG_ENV, "1")
     cancel = threading.Event()
     threading.Timer(0.5, cancel.set).start()
     start = time.monotonic()
-    result = run_bench_job(tiny_model, spec(timeout_s=60.0), JOB, CMD, RESULT, cancel=cancel)
+    result = run_bench_job(tiny_model_file, spec(timeout_s=60.0), JOB, CMD, RESULT, cancel=cancel)
     result.validate()
     assert_failed(result, CANCELLED)
     assert time.monotonic() - start < 30
     assert multiprocessing.active_children() == []
 
 
-def test_crashing_child_is_reported_by_signal(tiny_model, monkeypatch):
+def test_crashing_child_is_reported_by_signal(tiny_model_file, monkeypatch):
     monkeypatch.setenv(TEST_CRASH_ENV, "1")
-    result = bench(tiny_model)
+    result = bench(tiny_model_file)
     assert_failed(result, "runtime crashed (signal SIGSEGV)")
     assert result.runtime == load_runtime().name  # reported by the child before it died
     assert multiprocessing.active_children() == []
 
 
-def test_progress_callback_is_rate_limited(tiny_model):
+def test_progress_callback_is_rate_limited(tiny_model_file):
     calls = []
     result = run_bench_job(
-        tiny_model,
+        tiny_model_file,
         spec(warmup_seconds=2.2),  # the warmup has no run cap: it lasts 2.2 s
         JOB,
         CMD,
@@ -190,11 +173,11 @@ def test_progress_callback_is_rate_limited(tiny_model):
     assert all(b - a >= 1.0 for (a, _), (b, _) in zip(calls, calls[1:]))
 
 
-def test_failing_progress_callback_does_not_stop_the_job(tiny_model):
+def test_failing_progress_callback_does_not_stop_the_job(tiny_model_file):
     def broken(*_):
         raise RuntimeError("broker gone")
 
-    result = run_bench_job(tiny_model, spec(), JOB, CMD, RESULT, progress=broken)
+    result = run_bench_job(tiny_model_file, spec(), JOB, CMD, RESULT, progress=broken)
     assert result.status == "ok"
 
 

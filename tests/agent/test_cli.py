@@ -14,7 +14,6 @@ import pytest
 from protocol.bodies import BenchResult, Caps, unpack_ns
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL_ENV = "HALOFARM_TINY_TFLITE"
 QUICK = ["--warmup-runs", "0", "--warmup-seconds", "0", "--min-runs", "5", "--min-seconds", "0"]
 
 
@@ -37,25 +36,8 @@ def assert_one_line_error(r: subprocess.CompletedProcess, code: int, text: str) 
     assert "Traceback" not in r.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("models") / "tiny.tflite"
-    if sys.version_info >= (3, 10):
-        try:
-            from coordinator.zoo.testing import tiny_model_bytes
-        except ImportError:
-            pass
-        else:
-            path.write_bytes(tiny_model_bytes())
-            return str(path)
-    env = os.environ.get(TINY_MODEL_ENV)
-    if env and os.path.isfile(env):
-        return env
-    pytest.skip("zoo writer not available")
-
-
-def test_bench_json_is_a_bench_result(tiny_model):
-    r = agent("bench", tiny_model, *QUICK, "--seed", "7", "--json")
+def test_bench_json_is_a_bench_result(tiny_model_file):
+    r = agent("bench", tiny_model_file, *QUICK, "--seed", "7", "--json")
     assert r.returncode == 0, r.stderr
     result = BenchResult.from_dict(json.loads(r.stdout))
     assert result.status == "ok"
@@ -64,8 +46,8 @@ def test_bench_json_is_a_bench_result(tiny_model):
     assert len(unpack_ns(result.raw_ns)) == result.stats.count >= 5
 
 
-def test_bench_table(tiny_model):
-    r = agent("bench", tiny_model, *QUICK, "--no-xnnpack", "--threads", "2", "--affinity", "0")
+def test_bench_table(tiny_model_file):
+    r = agent("bench", tiny_model_file, *QUICK, "--no-xnnpack", "--threads", "2", "--affinity", "0")
     assert r.returncode == 0, r.stderr
     assert "p50 / p90 / p99" in r.stdout
     assert "XNNPACK off (not delegated), 2 threads" in r.stdout
@@ -94,8 +76,8 @@ def test_failed_benchmark_exits_1_with_its_reason(tmp_path):
         (["frobnicate"], "No such command"),
     ],
 )
-def test_usage_errors_are_one_line_exit_2(tiny_model, args, text):
-    args = [tiny_model if a == "MODEL" else a for a in args]
+def test_usage_errors_are_one_line_exit_2(tiny_model_file, args, text):
+    args = [tiny_model_file if a == "MODEL" else a for a in args]
     r = agent(*args)
     assert_one_line_error(r, 2, "halo-agent: error: ")
     assert text in r.stderr

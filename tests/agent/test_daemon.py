@@ -38,26 +38,9 @@ from protocol import (
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE = "bench-board-1"
-TINY_MODEL_ENV = "HALOFARM_TINY_TFLITE"
 HANG_ENV = "HALOFARM_TEST_CHILD_HANG"  # the benchmark child hangs after loading the runtime
 WAIT_S = 90.0  # generous upper bound for anything to happen; never a timing assertion
 PEER_CHUNK = 512  # the test peer serves small chunks so a download takes several
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> bytes:
-    if sys.version_info >= (3, 10):
-        try:
-            from coordinator.zoo.testing import tiny_model_bytes
-        except ImportError:
-            pass
-        else:
-            return tiny_model_bytes()
-    path = os.environ.get(TINY_MODEL_ENV)
-    if path and os.path.isfile(path):
-        with open(path, "rb") as f:
-            return f.read()
-    pytest.skip("zoo writer not available")
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:

@@ -7,7 +7,6 @@ Runs on the main CI leg (Python >= 3.10, ai-edge-litert) and on the Python 3.8 l
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from importlib import metadata
 
@@ -30,25 +29,6 @@ INSTALLED = [
     name for name in RUNTIME_NAMES if importlib.util.find_spec(name.replace("-", "_")) is not None
 ]
 MISSING = [name for name in RUNTIME_NAMES if name not in INSTALLED]
-# Set by .ci/run for the Python 3.8 leg: a model written by the zoo on the main leg.
-TINY_MODEL_ENV = "HALOFARM_TINY_TFLITE"
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> bytes:
-    """float32 FULLY_CONNECTED x[1,8] -> y[1,4], built by the in-repo zoo writer."""
-    if sys.version_info >= (3, 10):
-        try:
-            from coordinator.zoo.testing import tiny_model_bytes
-        except ImportError:
-            pass
-        else:
-            return tiny_model_bytes()
-    path = os.environ.get(TINY_MODEL_ENV)
-    if path and os.path.isfile(path):
-        with open(path, "rb") as f:
-            return f.read()
-    pytest.skip("zoo writer not available")
 
 
 def test_loads_the_installed_runtime():
