@@ -215,22 +215,29 @@ def unique(checker: Checker) -> Checker:
     return check
 
 
+def _object(
+    value: Any, path: str, max_keys: int, max_key_len: int, check_value: Checker
+) -> Dict[str, Any]:
+    """A JSON object: string keys of bounded length, each value checked at its own path."""
+    if not isinstance(value, dict):
+        fail(path, f"must be an object, got {describe(value)}")
+    if len(value) > max_keys:
+        fail(path, f"must have at most {max_keys} keys, got {len(value)}")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            fail(path, f"keys must be strings, got {describe(k)}")
+        at = key(path, k)
+        _text(k, at, max_key_len)
+        out[k] = check_value(v, at)
+    return out
+
+
 def dict_of(value_checker: Checker, max_keys: int = MAX_KEYS, max_key_len: int = 128) -> Checker:
     """An object with string keys and values of one kind."""
 
     def check(value: Any, path: str) -> Dict[str, Any]:
-        if not isinstance(value, dict):
-            fail(path, f"must be an object, got {describe(value)}")
-        if len(value) > max_keys:
-            fail(path, f"must have at most {max_keys} keys, got {len(value)}")
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                fail(path, f"keys must be strings, got {describe(k)}")
-            at = key(path, k)
-            _text(k, at, max_key_len)
-            out[k] = value_checker(v, at)
-        return out
+        return _object(value, path, max_keys, max_key_len, value_checker)
 
     return check
 
@@ -259,15 +266,4 @@ def json_value(value: Any, path: str, depth: int = 0) -> Any:
 
 
 def json_object(value: Any, path: str, depth: int = 0) -> Dict[str, Any]:
-    if not isinstance(value, dict):
-        fail(path, f"must be an object, got {describe(value)}")
-    if len(value) > MAX_KEYS:
-        fail(path, f"must have at most {MAX_KEYS} keys, got {len(value)}")
-    out = {}
-    for k, v in value.items():
-        if not isinstance(k, str):
-            fail(path, f"keys must be strings, got {describe(k)}")
-        at = key(path, k)
-        _text(k, at, MAX_STR)
-        out[k] = json_value(v, at, depth + 1)
-    return out
+    return _object(value, path, MAX_KEYS, MAX_STR, lambda v, at: json_value(v, at, depth + 1))
