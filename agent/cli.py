@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import uuid
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Dict, List, Optional
 
 import click
@@ -38,6 +38,7 @@ def cli() -> None:
     Examples:
       halo-agent info
       halo-agent bench model.tflite --threads 1 --min-runs 100
+      halo-agent power probe
     """
 
 
@@ -147,7 +148,40 @@ def _bench_table(result: BenchResult) -> str:
         ]
     if result.peak_rss_bytes is not None:
         rows.append(["peak RSS", f"{result.peak_rss_bytes / 2**20:.1f} MiB"])
+    if result.energy is not None:
+        rows += _energy_rows(result.energy)
     return _rows(rows)
+
+
+def _energy_rows(energy: Dict[str, Any]) -> List[List[str]]:
+    if energy.get("status") != "ok":
+        return [["energy", f"{energy.get('status')}: {energy.get('reason')}"]]
+    window = energy["window"]
+    total = energy["total"]
+    rows = [
+        [
+            "energy source",
+            f"{energy['source']['name']} ({energy['method']}), total = "
+            f"{' + '.join(total['rails'])}",
+        ],
+        [
+            "window",
+            f"{window['seconds']:.2f} s, {window['inferences']} inferences, "
+            f"{energy['sampler']['n_in_window']} samples",
+        ],
+        ["energy / inference", f"{energy['e_per_inference_mj']:.4g} mJ"],
+        ["power mean / peak", f"{energy['p_mean_mw']:.0f} / {energy['p_peak_mw']:.0f} mW"],
+    ]
+    if energy.get("e_dyn_per_inference_mj") is not None:
+        idle = energy["idle"]
+        rows += [
+            ["dynamic / inference", f"{energy['e_dyn_per_inference_mj']:.4g} mJ"],
+            ["idle power", f"{idle['p_mean_mw']:.0f} mW (std {idle['p_std_mw'] or 0:.0f})"],
+        ]
+    check = energy["integration_check"]
+    if check["flagged"]:
+        rows.append(["WARNING", "trapezoid and mean x duration differ by more than 1 %"])
+    return rows
 
 
 def _progress_printer(enabled: bool) -> Any:
@@ -158,6 +192,32 @@ def _progress_printer(enabled: bool) -> Any:
         click.echo(f"\r{phase} {done} runs   ", nl=False, err=True)
 
     return show
+
+
+def _config_options(func: Any) -> Any:
+    func = click.option(
+        "--sysfs-root",
+        type=click.Path(file_okay=False),
+        help="Read power sysfs under this directory (a simulated board); overrides the config.",
+    )(func)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        help="Agent TOML file; its [power] section applies.",
+    )(func)
+
+
+def _power_config(config_path: Optional[str], sysfs_root: Optional[str]) -> Any:
+    from agent.config import ConfigError, load_config
+
+    try:
+        power = load_config(config_path).power
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if sysfs_root is not None:
+        power = replace(power, options=replace(power.options, sysfs_root=sysfs_root))
+    return power
 
 
 @cli.command()
@@ -197,15 +257,45 @@ def _progress_printer(enabled: bool) -> Any:
     type=float,
     help="Kill the benchmark after this many seconds (default: max + warmup seconds + 60).",
 )
+@click.option(
+    "--power",
+    metavar="auto|none|SOURCE",
+    help="Measure energy with this power source ('halo-agent power probe' lists them; "
+    "default: none).",
+)
+@click.option(
+    "--idle-seconds", type=float, help="Idle baseline before the run (default: [power] config)."
+)
+@click.option(
+    "--energy-seconds",
+    type=float,
+    help="Measured window in energy mode (default: max(10 s, 20 sensor time constants)).",
+)
+@click.option(
+    "--power-period-ms", type=float, help="Power sampling period (default: [power] config)."
+)
+@_config_options
 @click.option("--json", "as_json", is_flag=True, help="Print the BenchResult as JSON.")
 def bench(
-    model: str, as_json: bool, no_xnnpack: bool, timeout: Optional[float], **opts: Any
+    model: str,
+    as_json: bool,
+    no_xnnpack: bool,
+    timeout: Optional[float],
+    config_path: Optional[str],
+    sysfs_root: Optional[str],
+    **opts: Any,
 ) -> None:
     """Benchmark MODEL (.tflite) here, with the same job the daemon runs.
 
     Timing follows TFLite benchmark_model: warmup >= runs and >= seconds, then measure >= runs and
-    >= seconds, capped at --max-seconds; invoke() alone is timed.
+    >= seconds, capped at --max-seconds; invoke() alone is timed. With --power the board's rails
+    are sampled too: an idle baseline with the model loaded, then a window of at least 10 s.
+
+    \b
+    Example:
+      halo-agent bench model.tflite --power auto --json > result.json
     """
+    power = _power_config(config_path, sysfs_root)
     values: Dict[str, Any] = {k: v for k, v in opts.items() if v is not None}
     try:
         spec = BenchSpec(
@@ -220,7 +310,7 @@ def bench(
         raise UserError(f"{_option_of(exc.field)}: {exc.reason}") from None
     except OSError as exc:
         raise UserError(f"cannot read {model}: {exc.strerror or exc}") from None
-    problem = spec_problem(spec)
+    problem = spec_problem(spec, power)
     if problem:
         raise UserError(problem)
 
@@ -232,6 +322,7 @@ def bench(
         cmd_id=uuid.uuid4().hex,
         result_id=uuid.uuid4().hex,
         progress=progress,
+        power=power,
     )
     if progress is not None:
         click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
@@ -245,16 +336,84 @@ def bench(
 
 
 @cli.command()
+@_config_options
 @click.option("--json", "as_json", is_flag=True, help="Print the caps as JSON.")
-def info(as_json: bool) -> None:
+def info(config_path: Optional[str], sysfs_root: Optional[str], as_json: bool) -> None:
     """What this board is and can run (the caps message the agent publishes)."""
-    caps = sysfacts.caps()
+    caps = sysfacts.caps(power=_power_config(config_path, sysfs_root).options)
     if as_json:
         click.echo(json.dumps(caps, indent=1))
         return
     click.echo(
         _rows([[k, ", ".join(v) if isinstance(v, list) else str(v)] for k, v in caps.items()])
     )
+
+
+@cli.group()
+def power() -> None:
+    """Power sources on this board: probe them, cross-check with tegrastats.
+
+    \b
+    Examples:
+      halo-agent power probe --seconds 2
+      halo-agent power probe --sysfs-root /tmp/sim-tx2 --json
+      halo-agent power tegrastats tegrastats.log
+    """
+
+
+@power.command()
+@_config_options
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.0, 3600.0),
+    default=1.0,
+    show_default=True,
+    help="Sample each source this long (0: one reading).",
+)
+@click.option(
+    "--period-ms",
+    type=click.FloatRange(0.5, 10000.0),
+    default=10.0,
+    show_default=True,
+    help="Sampling period.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the probe as JSON.")
+def probe(
+    config_path: Optional[str],
+    sysfs_root: Optional[str],
+    seconds: float,
+    period_ms: float,
+    as_json: bool,
+) -> None:
+    """List power sources, rails with live readings, the total-power rails and sensor settings."""
+    from power.probe import format_probe
+    from power.probe import probe as run_probe
+
+    options = _power_config(config_path, sysfs_root).options
+    result = run_probe(options, seconds, period_ms / 1000.0)
+    click.echo(json.dumps(result, indent=1) if as_json else format_probe(result))
+
+
+@power.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def tegrastats(file: str, as_json: bool) -> None:
+    """Summarise a tegrastats log (JetPack 4-7): per-rail mean/min/max and total power.
+
+    \b
+    Example:
+      tegrastats --interval 100 --logfile ts.log & sleep 10; kill %1
+      halo-agent power tegrastats ts.log
+    """
+    from power.tegrastats import format_summary, parse_file, summarize
+
+    try:
+        summary = summarize(parse_file(file))
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if summary["lines"] == 0:
+        raise UserError(f"{file}: no tegrastats rail readings found")
+    click.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
 
 
 def _fail(message: str, code: int = 2) -> None:

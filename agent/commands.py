@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional
 from protocol import MAX_MESSAGE_BYTES, Ack, Command, ProtocolError, decode, encode, make
 
 from . import jobqueue as jq
+from .bench.job import spec_problem
+from .config import PowerConfig
 from .outbox import Outbox
 from .statedb import StateDB
 
@@ -90,7 +92,9 @@ class CommandHandler:
         acks: Acks,
         cancel_running: Callable[[str], bool],
         wake_worker: Callable[[], None],
+        power: Optional[PowerConfig] = None,
     ) -> None:
+        self.power = power or PowerConfig()
         self.db = db
         self.jobs = jobs
         self.acks = acks
@@ -127,6 +131,10 @@ class CommandHandler:
 
     def _bench(self, cmd: Command) -> Ack:
         spec: Any = cmd.bench
+        problem = spec_problem(spec, self.power)
+        if problem is not None:
+            log.warning("rejected command %s: %s", cmd.cmd_id, problem)
+            return self.acks.put(cmd.cmd_id, "rejected", problem)
         with self.db.transaction():
             try:
                 job, created = self.jobs.enqueue(

@@ -17,6 +17,20 @@ File layout (every key optional)::
     session_expiry_s = 604800
     inflight_window = 100
 
+    [power]
+    sysfs_root = "/"                   # a simulated board's tree in tests and demos
+    board = "tx2"                      # when the device tree is silent: tx2 nano tx1 ...
+    rail_names = { "1-0040" = ["VDD_IN", "NC", "NC"] }   # per chip, "NC" = not connected
+    total_rails = ["VDD_IN"]           # overrides the board's total-power rule
+    include_carrier = false            # TX2 dev kit: total = VDD_IN + VDD_MUX
+    fix_running_mode = false           # JetPack 4, root: force ina3221x continuous mode
+    tau_s = 0.4                        # sensor time constant, if measured on this board
+    estimate_idle_mw = 2500            # a CPU-load model, for boards without a sensor
+    estimate_busy_mw = 6500
+    period_ms = 10                     # sampling period
+    idle_seconds = 10                  # idle baseline before each energy run
+    sampler = "thread"                 # or "process"
+
 Each key has an environment variable ``HALOFARM_<SECTION>_<KEY>`` (``HALOFARM_DEVICE_ID``,
 ``HALOFARM_BROKER_URL``, ...; ``HALOFARM_TAGS`` is comma-separated) that wins over the file.
 
@@ -33,6 +47,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from power.discover import PowerOptions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -65,6 +81,16 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class PowerConfig:
+    """How jobs measure energy; ``options`` is what :mod:`power.discover` needs."""
+
+    options: PowerOptions = PowerOptions()
+    period_ms: float = 10.0
+    idle_seconds: float = 10.0
+    sampler: str = "thread"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     device_id: str
     state_dir: Path
@@ -72,6 +98,7 @@ class AgentConfig:
     heartbeat_s: float = 15.0
     cache_max_bytes: int = GIB
     tags: List[str] = field(default_factory=list)
+    power: PowerConfig = PowerConfig()
     source: Optional[str] = None  # the file it came from, for messages
 
     @property
@@ -130,6 +157,52 @@ def _tags(value: Any, where: str) -> List[str]:
     return list(value)
 
 
+def _boolean(value: Any, where: str) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    return value
+
+
+def _names(value: Any, where: str) -> List[str]:
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) and t for t in value):
+        raise ConfigError(f"{where}: must be a non-empty list of rail names, got {value!r}")
+    return list(value)
+
+
+def _rail_names(value: Any, where: str) -> Dict[str, List[str]]:
+    """``{"1-0040": ["VDD_IN", "NC", "NC"]}``; from the environment as
+    ``1-0040=VDD_IN,NC,NC;1-0041=...``."""
+    if isinstance(value, str):
+        table: Dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            chip, sep, names = part.partition("=")
+            if not sep:
+                raise ConfigError(f"{where}: expected CHIP=NAME,NAME,NAME; got {part!r}")
+            table[chip.strip()] = names
+        value = table
+    if not isinstance(value, dict):
+        raise ConfigError(f'{where}: must be a table like {{ "1-0040" = ["VDD_IN"] }}')
+    out: Dict[str, List[str]] = {}
+    for chip, names in value.items():
+        names = _names(names, f"{where}.{chip}")
+        if len(names) > 3:
+            raise ConfigError(f"{where}.{chip}: an INA3221 has 3 channels, got {len(names)} names")
+        out[str(chip)] = names
+    return out
+
+
+def _sampler(value: Any, where: str) -> str:
+    if value not in ("thread", "process"):
+        raise ConfigError(f"{where}: must be 'thread' or 'process', got {value!r}")
+    return str(value)
+
+
 def _device_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise ConfigError(
@@ -159,6 +232,20 @@ SCHEMA: Dict[str, Dict[str, Callable[[Any, str], Any]]] = {
         # Far below paho's 65535 mids (publish() would fail with ERR_QUEUE_SIZE) and below
         # the 999 bound parameters of the SQLite in older distributions (one per claimed row).
         "inflight_window": _int(1, 500),
+    },
+    "power": {
+        "sysfs_root": _text,
+        "board": _text,
+        "rail_names": _rail_names,
+        "total_rails": _names,
+        "include_carrier": _boolean,
+        "fix_running_mode": _boolean,
+        "tau_s": _number(0.0, 60.0),
+        "estimate_idle_mw": _number(0.0, 1e7),
+        "estimate_busy_mw": _number(0.0, 1e7),
+        "period_ms": _number(0.5, 10000.0),
+        "idle_seconds": _number(0.0, 3600.0),
+        "sampler": _sampler,
     },
 }
 
@@ -338,5 +425,32 @@ def load_config(
         heartbeat_s=top.get("heartbeat_s", AgentConfig.heartbeat_s),
         cache_max_bytes=top.get("cache_max_bytes", AgentConfig.cache_max_bytes),
         tags=top.get("tags", []),
+        power=_power(values["power"], lambda key: origin.get(("power", key), f"power.{key}")),
         source=None if path is None else str(path),
+    )
+
+
+def _power(values: Dict[str, Any], where: Callable[[str], str]) -> PowerConfig:
+    idle, busy = values.get("estimate_idle_mw"), values.get("estimate_busy_mw")
+    if (idle is None) != (busy is None):
+        given = "estimate_idle_mw" if idle is not None else "estimate_busy_mw"
+        raise ConfigError(f"{where(given)}: the estimate needs both estimate_idle_mw and busy_mw")
+    if idle is not None and busy < idle:
+        raise ConfigError(f"{where('estimate_busy_mw')}: must be >= estimate_idle_mw ({idle})")
+    options = PowerOptions(
+        sysfs_root=values.get("sysfs_root", "/"),
+        board=values.get("board"),
+        rail_names=values.get("rail_names", {}),
+        total_rails=values.get("total_rails"),
+        include_carrier=values.get("include_carrier", False),
+        fix_running_mode=values.get("fix_running_mode", False),
+        tau_s=values.get("tau_s"),
+        estimate_idle_mw=idle,
+        estimate_busy_mw=busy,
+    )
+    return PowerConfig(
+        options=options,
+        period_ms=values.get("period_ms", PowerConfig.period_ms),
+        idle_seconds=values.get("idle_seconds", PowerConfig.idle_seconds),
+        sampler=values.get("sampler", PowerConfig.sampler),
     )

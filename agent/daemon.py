@@ -100,7 +100,12 @@ class Daemon:
 
     def _caps_payload(self) -> Optional[bytes]:
         try:
-            return encode(make(Caps(**sysfacts.caps(tags=self.config.tags)), self.device))
+            return encode(
+                make(
+                    Caps(**sysfacts.caps(tags=self.config.tags, power=self.config.power.options)),
+                    self.device,
+                )
+            )
         except Exception:
             log.exception("cannot describe this board: no caps message will be published")
             return None
@@ -146,9 +151,10 @@ class Daemon:
                 self.fetcher,
                 send=self._send,
                 wake_sender=self._wake,
+                power=cfg.power,
             )
             self.commands = CommandHandler(
-                self.db, self.jobs, acks, self.worker.cancel, self.worker.wake
+                self.db, self.jobs, acks, self.worker.cancel, self.worker.wake, power=cfg.power
             )
             self.notifier.status(f"connecting to {cfg.broker.url}")
             self.session.start()

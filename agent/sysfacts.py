@@ -29,6 +29,8 @@ import numpy as np
 
 from agent.bench.probe import xnnpack_by_default
 from agent.runtime import RuntimeNotFound, load_runtime
+from power.discover import PowerOptions
+from power.discover import discover as discover_power
 
 # vcgencmd get_throttled bits (Raspberry Pi firmware): 0-3 now, 16-19 "has occurred since boot".
 THROTTLE_BITS = {
@@ -270,15 +272,25 @@ def agent_version() -> str:
         return "unknown"
 
 
+def power_source_names(options: PowerOptions) -> List[str]:
+    sources = discover_power(options)
+    for source in sources:
+        source.close()
+    return [s.name for s in sources][:64]
+
+
 def caps(
-    tags: Sequence[str] = (), root: str = "/", runtime_prefer: Optional[str] = None
+    tags: Sequence[str] = (),
+    root: str = "/",
+    runtime_prefer: Optional[str] = None,
+    power: Optional[PowerOptions] = None,
 ) -> Dict[str, Any]:
     """The fields of the ``caps`` message (``protocol.bodies.Caps(**caps())``).
 
     Loads the TFLite runtime in this process and runs the XNNPACK probe
     (:mod:`agent.bench.probe`) on a tiny embedded model. Facts missing under ``root`` fall back
-    to this host's (``platform``, ``os.cpu_count()``) or to "unknown"/0. ``power_sources`` stays
-    empty until the power package reports them.
+    to this host's (``platform``, ``os.cpu_count()``) or to "unknown"/0. ``power_sources`` are
+    the names :func:`power.discover.discover` finds with ``power`` (what ``--power`` accepts).
     """
     try:
         runtime = load_runtime(runtime_prefer)
@@ -299,6 +311,6 @@ def caps(
         "numpy": np.__version__,
         "xnnpack": False if runtime is None else xnnpack_by_default(runtime),
         "delegates": delegate_libraries(root),
-        "power_sources": [],
+        "power_sources": power_source_names(power or PowerOptions()),
         "tags": list(tags),
     }

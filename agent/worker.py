@@ -23,6 +23,7 @@ from . import jobqueue as jq
 from .bench.job import run_bench_job
 from .blobfetch import BlobFetcher, FetchError, Interrupted
 from .commands import Acks
+from .config import PowerConfig
 from .outbox import Outbox
 from .statedb import StateDB
 
@@ -45,8 +46,10 @@ class Worker(threading.Thread):
         fetcher: BlobFetcher,
         send: Send,
         wake_sender: Callable[[], None],
+        power: Optional[PowerConfig] = None,
     ) -> None:
         super().__init__(name="halo-worker", daemon=True)
+        self.power = power or PowerConfig()
         self.device = device
         self.db = db
         self.jobs = jobs
@@ -167,6 +170,7 @@ class Worker(threading.Thread):
             job.result_id,
             progress=progress,
             cancel=self._abort,
+            power=self.power,
         )
         if self._stopping.is_set():
             # The child may have died of the shutdown itself: not a verdict on the model.

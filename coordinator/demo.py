@@ -3,6 +3,11 @@
 A private mosquitto on a free loopback port, this machine as the device (a `halo-agent run`
 subprocess), a few NAS-Bench-201 models from the zoo, benchmarked through the broker exactly as
 a real board would be, the results table, and everything stopped again.
+
+Energy comes from a simulated board (:mod:`power.simboard`, a Jetson TX2 by default): its INA3221
+sysfs tree is written under the demo directory and its total rail follows the CPU load of the
+agent and its benchmark child, so the agent's real readers and sampler measure it. Those figures
+are labelled ``simulated`` everywhere they appear.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ from coordinator.zoo.generate import Generator, make_spec
 from coordinator.zoo.spaces import nb201
 
 AGENT_START_TIMEOUT_S = 60.0
+# Layouts with a total-power rule (the Pi's needs rail names from its config).
+DEMO_BOARDS = (
+    "tx2-jp4",
+    "nano-jp4",
+    "agx-xavier-jp4",
+    "xavier-nx-jp5",
+    "orin-nx-jp5",
+    "agx-orin-jp5",
+)
 
 
 def free_port() -> int:
@@ -45,8 +59,14 @@ def demo_device_id() -> str:
     return f"local-{name}"[:64]
 
 
-def agent_config(root: Path, device: str, broker_url: str) -> str:
-    return (
+# The simulated board's total rail: its idle power, plus this much per busy CPU.
+BUSY_EXTRA_MW = 4000.0
+DEMO_IDLE_S = 1.0
+DEMO_ENERGY_S = 2.0
+
+
+def agent_config(root: Path, device: str, broker_url: str, board: Path | None) -> str:
+    text = (
         f'device_id = "{device}"\n'
         f'state_dir = "{root / "agent"}"\n'
         "heartbeat_s = 2\n"
@@ -54,6 +74,35 @@ def agent_config(root: Path, device: str, broker_url: str) -> str:
         "[broker]\n"
         f'url = "{broker_url}"\n'
     )
+    if board is not None:
+        text += f'\n[power]\nsysfs_root = "{board}"\nidle_seconds = {DEMO_IDLE_S}\n'
+    return text
+
+
+@contextmanager
+def simulated_board(root: Path, layout: str):
+    """A board tree under root/board; yields (root, start(pid)) where start makes the total
+    rails follow the CPU load of process ``pid`` and its children until the demo ends."""
+    from power.boards import rail_policy
+    from power.simboard import Driver, FollowLoad, SimBoard
+
+    sim = SimBoard(str(root / "board"), layout).create()
+    total = rail_policy(sim.rails()).total
+    drivers = []
+
+    def start(pid: int) -> None:
+        waves = {
+            rail: FollowLoad(pid, sim.actual(rail), sim.actual(rail) + BUSY_EXTRA_MW / len(total))
+            for rail in total
+        }
+        drivers.append(Driver(sim.root, layout, waves).start())
+
+    try:
+        yield Path(sim.root), start
+    finally:
+        for driver in drivers:
+            driver.stop()
+        sim.close()
 
 
 @contextmanager
@@ -67,9 +116,9 @@ def running_broker(root: Path):
 
 
 @contextmanager
-def running_agent(root: Path, device: str, broker: BrokerTarget):
+def running_agent(root: Path, device: str, broker: BrokerTarget, board: Path | None):
     config = root / "agent.toml"
-    config.write_text(agent_config(root, device, broker.url), encoding="utf-8")
+    config.write_text(agent_config(root, device, broker.url, board), encoding="utf-8")
     log_path = root / "agent.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -130,16 +179,33 @@ def generate_models(out: Path, n: int, seed: int) -> list[Path]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep broker state, store, agent state, models and logs here (default: removed).",
 )
+@click.option(
+    "--board",
+    type=click.Choice(DEMO_BOARDS),
+    default="tx2-jp4",
+    show_default=True,
+    help="Simulated board whose INA3221 rails the agent reads.",
+)
+@click.option("--no-power", is_flag=True, help="Latency only: no simulated board, no energy.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def demo(
-    n_models: int, seed: int, min_runs: int, min_seconds: float, keep: Path | None, as_json: bool
+    n_models: int,
+    seed: int,
+    min_runs: int,
+    min_seconds: float,
+    keep: Path | None,
+    board: str,
+    no_power: bool,
+    as_json: bool,
 ) -> None:
     """Run a one-machine farm end to end: a private broker on a free loopback port, this
-    machine as the device, a few nb201 models benchmarked through the broker.
+    machine as the device, a few nb201 models benchmarked through the broker, with energy from
+    a simulated board whose power follows the agent's CPU load (labelled "simulated").
 
     \b
     Example:
       halo-coord demo --models 5 --keep demo-farm/
+      halo-coord demo --board orin-nx-jp5 --json
     """
     say = (lambda *_: None) if as_json else (lambda m: click.echo(m, err=True))
     with ExitStack() as stack:
@@ -151,13 +217,28 @@ def demo(
         device = demo_device_id()
         broker = stack.enter_context(running_broker(root))
         say(f"broker   {broker.url} (state in {root / 'broker'})")
-        proc, log_path = stack.enter_context(running_agent(root, device, broker))
+        board_root = None
+        if not no_power:
+            board_root, follow = stack.enter_context(simulated_board(root, board))
+        proc, log_path = stack.enter_context(running_agent(root, device, broker, board_root))
         say(f"agent    {device}, pid {proc.pid} (log {log_path})")
+        if board_root is not None:
+            follow(proc.pid)
+            say(f"board    simulated {board} in {board_root}, power following pid {proc.pid}")
         models = generate_models(root / "models", n_models, seed)
         say(f"models   {len(models)} nb201 cifar10 float32 in {root / 'models'}")
         store = stack.enter_context(Store(root / "store.sqlite"))
         wait_online(store, broker, device, proc, log_path)
-        spec_for = spec_factory(min_runs=min_runs, min_seconds=min_seconds)
+        energy = (
+            {}
+            if no_power
+            else {
+                "power": "auto",
+                "idle_seconds": DEMO_IDLE_S,
+                "energy_seconds": DEMO_ENERGY_S,
+            }
+        )
+        spec_for = spec_factory(min_runs=min_runs, min_seconds=min_seconds, **energy)
         rows = run_bench(store, broker, [device], models, spec_for, True, 600.0, quiet=as_json)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))

@@ -40,25 +40,51 @@ def _ms(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1e6:.3f}"
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def results_table(rows: list[ResultRow]) -> str:
-    return table(
-        ["device", "model", "status", "p50 ms", "p90 ms", "mean ms", "cv", "runs", "thr", "xnn"],
-        [
-            [
-                r.device,
-                r.model_name,
-                r.status if r.status == "ok" else f"{r.status}: {(r.reason or '')[:60]}",
-                _ms(r.p50_ns),
-                _ms(r.p90_ns),
-                _ms(r.mean_ns),
-                "-" if r.cv is None else f"{r.cv:.1%}",
-                r.count if r.count is not None else "-",
-                r.threads,
-                "on" if r.xnnpack else "off",
+    """One line per result; energy columns (mJ per inference total and dynamic, mean power,
+    and how it was known: measured / simulated / model) when any result has them."""
+    energy = any(r.energy_method is not None for r in rows)
+    header = [
+        "device",
+        "model",
+        "status",
+        "p50 ms",
+        "p90 ms",
+        "mean ms",
+        "cv",
+        "runs",
+        "thr",
+        "xnn",
+    ]
+    if energy:
+        header += ["mJ/inf", "dyn mJ/inf", "mean mW", "energy"]
+    lines = []
+    for r in rows:
+        line = [
+            r.device,
+            r.model_name,
+            r.status if r.status == "ok" else f"{r.status}: {(r.reason or '')[:60]}",
+            _ms(r.p50_ns),
+            _ms(r.p90_ns),
+            _ms(r.mean_ns),
+            "-" if r.cv is None else f"{r.cv:.1%}",
+            r.count if r.count is not None else "-",
+            r.threads,
+            "on" if r.xnnpack else "off",
+        ]
+        if energy:
+            line += [
+                _num(r.e_per_inference_mj, ".4g"),
+                _num(r.e_dyn_per_inference_mj, ".4g"),
+                _num(r.p_mean_mw, ".0f"),
+                r.energy_method or "-",
             ]
-            for r in rows
-        ],
-    )
+        lines.append(line)
+    return table(header, lines)
 
 
 @click.command()
@@ -134,6 +160,17 @@ def spec_factory(**settings) -> Callable[[str, str], BenchSpec]:
 @click.option("--min-seconds", type=float, help="Measure at least this long.")
 @click.option("--max-seconds", type=float, help="Start no run after this long.")
 @click.option("--timeout", type=float, help="The device kills a job after this many seconds.")
+@click.option(
+    "--power",
+    metavar="auto|none|SOURCE",
+    help="Measure energy with this source of each device (see caps); default none.",
+)
+@click.option("--idle-seconds", type=float, help="Idle baseline before each energy run.")
+@click.option(
+    "--energy-seconds",
+    type=float,
+    help="Energy window (default: max(10 s, 20 sensor time constants)).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the results and print them.")
 @click.option(
     "--wait-timeout", type=float, default=3600.0, show_default=True, help="Give up after (s)."
@@ -154,13 +191,16 @@ def bench(
     min_seconds: float | None,
     max_seconds: float | None,
     timeout: float | None,
+    power: str | None,
+    idle_seconds: float | None,
+    energy_seconds: float | None,
     wait: bool,
     wait_timeout: float,
     broker_url: str | None,
     store_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Benchmark MODELS on devices, through the broker.
+    """Benchmark MODELS on devices, through the broker; with --power, energy too.
 
     Without --wait it returns once every device has fetched its models (the commands and the
     results are queued by the broker either way; `halo-coord results` collects them later).
@@ -168,6 +208,7 @@ def bench(
     \b
     Example:
       halo-coord bench --device pi4-01 --threads 1 --wait zoo/*.tflite
+      halo-coord bench --tag tx2 --power auto --wait zoo/*.tflite
     """
     broker = resolve_broker(broker_url)
     spec_for = spec_factory(
@@ -180,7 +221,11 @@ def bench(
         min_seconds=min_seconds,
         max_seconds=max_seconds,
         timeout_s=timeout,
+        power=power,
+        idle_seconds=idle_seconds,
+        energy_seconds=energy_seconds,
     )
+    spec_for("0" * 64, "options-check")  # a bad option is reported before anything is sent
     with Store(store_path) as store:
         farm.sync(store, broker)
         targets = farm.select_devices(store, device_ids, tags)

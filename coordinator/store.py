@@ -93,6 +93,12 @@ RESULT_COLUMNS = (
     "finished_at",
     "sent_at",
     "received_at",
+    "energy_method",
+    "energy_source",
+    "e_per_inference_mj",
+    "e_dyn_per_inference_mj",
+    "p_mean_mw",
+    "p_idle_mw",
     "payload",
 )
 
@@ -175,6 +181,23 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             CHECK ((path IS NULL) != (data IS NULL))
         )""",
     ),
+    # Energy: flat columns of BenchResult.energy when its status is "ok" (method always).
+    1: (
+        "ALTER TABLE results ADD COLUMN energy_method TEXT",
+        "ALTER TABLE results ADD COLUMN energy_source TEXT",
+        "ALTER TABLE results ADD COLUMN e_per_inference_mj REAL",
+        "ALTER TABLE results ADD COLUMN e_dyn_per_inference_mj REAL",
+        "ALTER TABLE results ADD COLUMN p_mean_mw REAL",
+        "ALTER TABLE results ADD COLUMN p_idle_mw REAL",
+        """UPDATE results SET
+            energy_method = json_extract(payload, '$.energy.method'),
+            energy_source = json_extract(payload, '$.energy.source.name'),
+            e_per_inference_mj = json_extract(payload, '$.energy.e_per_inference_mj'),
+            e_dyn_per_inference_mj = json_extract(payload, '$.energy.e_dyn_per_inference_mj'),
+            p_mean_mw = json_extract(payload, '$.energy.p_mean_mw'),
+            p_idle_mw = json_extract(payload, '$.energy.idle.p_mean_mw')
+        WHERE json_extract(payload, '$.energy') IS NOT NULL""",
+    ),
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -246,6 +269,12 @@ class ResultRow:
     finished_at: float
     sent_at: float
     received_at: float
+    energy_method: str | None
+    energy_source: str | None
+    e_per_inference_mj: float | None
+    e_dyn_per_inference_mj: float | None
+    p_mean_mw: float | None
+    p_idle_mw: float | None
     payload: str
 
     def body(self) -> BenchResult:
@@ -351,7 +380,28 @@ def result_row(env: Envelope, received_at: float, raw: bytes | str | None = None
         r.finished_at,
         env.created_at,
         received_at,
+        *energy_columns(r.energy),
         _json(env.to_dict()) if raw is None else raw if isinstance(raw, str) else raw.decode(),
+    )
+
+
+def energy_columns(energy: dict[str, Any] | None) -> tuple:
+    """(method, source, mJ/inference, dynamic mJ/inference, mean mW, idle mW) of a result's
+    energy object; the figures only when its status is "ok"."""
+    if not energy:
+        return (None,) * 6
+    source = energy.get("source")
+    name = source.get("name") if isinstance(source, dict) else None
+    if energy.get("status") != "ok":
+        return (energy.get("method"), name, None, None, None, None)
+    idle = energy.get("idle")
+    return (
+        energy.get("method"),
+        name,
+        energy.get("e_per_inference_mj"),
+        energy.get("e_dyn_per_inference_mj"),
+        energy.get("p_mean_mw"),
+        idle.get("p_mean_mw") if isinstance(idle, dict) else None,
     )
 
 

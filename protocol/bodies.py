@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Type, TypeVar
 
@@ -161,6 +162,7 @@ class Heartbeat(Body):
 
 
 _DAY = 86400.0
+POWER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}")
 
 
 @dataclass
@@ -184,6 +186,15 @@ class BenchSpec(Body):
         f.optional(f.float_in(0.0, 2 * _DAY, lo_open=True)), default=None
     )
     keep_raw: bool = wire(f.boolean, default=True)
+    # Energy: "none", "auto" (the board's best source) or a source name or kind from
+    # Caps.power_sources. The three settings below default to the agent's [power] config.
+    power: str = wire(f.matching(POWER_RE, "'none', 'auto' or a power source name"), default="none")
+    power_period_ms: Optional[float] = wire(f.optional(f.float_in(0.5, 10000.0)), default=None)
+    idle_seconds: Optional[float] = wire(f.optional(f.float_in(0.0, 3600.0)), default=None)
+    # The measured window in energy mode; None: at least max(10 s, 20 sensor time constants).
+    energy_seconds: Optional[float] = wire(
+        f.optional(f.float_in(0.0, _DAY, lo_open=True)), default=None
+    )
 
     def check_rules(self, path: str) -> None:
         _require(
@@ -234,7 +245,7 @@ class Ack(Body):
 class Progress(Body):
     TYPE = "progress"
     job_id: str = wire(f.ID)
-    phase: str = wire(f.one_of(("fetch", "init", "warmup", "measure")))
+    phase: str = wire(f.one_of(("fetch", "init", "idle", "warmup", "measure")))
     done: int = wire(f.int_in(0))
     total: Optional[int] = wire(f.optional(f.int_in(0)), default=None)
 

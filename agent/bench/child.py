@@ -6,6 +6,8 @@ It talks to the parent over a one-way :func:`multiprocessing.Pipe`, sending tupl
 * ``("runtime", name, version)`` once the runtime is imported;
 * ``("phase", phase, done, total)`` for progress ("init", "warmup", "measure");
 * ``("loaded", facts)`` after the interpreter is built (init time, ops, delegate, context);
+* ``("idle", t_start_ns, t_end_ns)`` in energy mode: the model loaded and the process asleep
+  for ``spec.idle_seconds`` -- the power baseline window, on ``time.monotonic_ns``;
 * then exactly one of ``("done", timings)`` or ``("failed", reason)``.
 
 A crash or hang sends nothing more; the parent reads that from the exit code or its timeout.
@@ -131,12 +133,18 @@ def _run(conn: Any, model_path: str, spec: Any) -> Dict[str, Any]:
     _test_hooks()
 
     interpreter = _load(conn, runtime, model_path, spec)
+    if spec.power != "none" and spec.idle_seconds:
+        conn.send(("phase", "idle", 0, None))
+        idle_start = time.monotonic_ns()
+        time.sleep(spec.idle_seconds)
+        conn.send(("idle", idle_start, time.monotonic_ns()))
     plan = TimingPlan(
         warmup_runs=spec.warmup_runs,
         warmup_seconds=spec.warmup_seconds,
         min_runs=spec.min_runs,
         min_seconds=spec.min_seconds,
         max_seconds=spec.max_seconds,
+        run_past_max_runs=spec.power != "none",
     )
     try:
         timings = run_timing(
@@ -151,6 +159,9 @@ def _run(conn: Any, model_path: str, spec: Any) -> Dict[str, Any]:
         "warmup_count": timings.warmup_count,
         "warmup_mean_ns": timings.warmup_mean_ns,
         "raw_ns": timings.raw_ns,
+        "measure_start_ns": timings.measure_start_ns,
+        "measure_end_ns": timings.measure_end_ns,
+        "measure_count": timings.measure_count,
         "peak_rss_bytes": peak_rss_bytes(),
     }
 

@@ -26,15 +26,18 @@ from importlib import metadata
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from agent.bench.child import child_main
+from agent.bench.energy import EnergyRun, check_power, energy_spec
 from agent.bench.stats import compute_stats
 from agent.bench.timing import MAX_RUNS
+from agent.config import PowerConfig
 from agent.runtime import RUNTIMES
 from agent.sysfacts import env_snapshot
 from protocol.bodies import BenchResult, BenchSpec, pack_ns
 
 log = logging.getLogger(__name__)
 
-# progress(phase, done, total): phase "init" | "warmup" | "measure"; total None when time-bound.
+# progress(phase, done, total): phase "init" | "idle" | "warmup" | "measure"; total None when
+# time-bound.
 ProgressCallback = Callable[[str, int, Optional[int]], None]
 
 PROGRESS_MIN_INTERVAL_S = 1.0
@@ -46,8 +49,10 @@ CANCELLED = "cancelled"
 
 
 def default_timeout(spec: BenchSpec) -> float:
-    """The contract's default when ``spec.timeout_s`` is None: max_seconds + warmup + 60 s."""
-    return spec.max_seconds + spec.warmup_seconds + TIMEOUT_MARGIN_S
+    """The contract's default when ``spec.timeout_s`` is None: max_seconds + warmup + 60 s
+    (+ the idle baseline in energy mode)."""
+    idle = spec.idle_seconds if spec.power != "none" and spec.idle_seconds else 0.0
+    return spec.max_seconds + spec.warmup_seconds + idle + TIMEOUT_MARGIN_S
 
 
 def installed_runtime() -> Tuple[str, str]:
@@ -99,6 +104,7 @@ class _ChildReport:
     runtime: Optional[Tuple[str, str]] = None
     loaded: Dict[str, Any] = field(default_factory=dict)
     timings: Optional[Dict[str, Any]] = None
+    idle: Optional[Tuple[int, int]] = None
     reason: Optional[str] = None
 
 
@@ -141,6 +147,8 @@ def _supervise(
                     throttle.update(message[1], message[2], message[3])
                 elif kind == "loaded":
                     report.loaded = message[1]
+                elif kind == "idle":
+                    report.idle = (message[1], message[2])
                 elif kind == "done":
                     report.timings = message[1]
                     finished = True
@@ -165,20 +173,49 @@ def _supervise(
         receiver.close()
 
 
-def spec_problem(spec: BenchSpec) -> Optional[str]:
+def spec_problem(spec: BenchSpec, power: Optional[PowerConfig] = None) -> Optional[str]:
     """Why this agent cannot run a (protocol-valid) spec, or None."""
     if spec.min_runs > MAX_RUNS:
         return (
             f"min_runs {spec.min_runs} exceeds the agent's limit of {MAX_RUNS} runs "
             "(the raw per-run array must fit one result message)"
         )
-    return None
+    return check_power(spec, power or PowerConfig())
 
 
-def _precheck(model_path: str, spec: BenchSpec) -> Optional[str]:
+def _precheck(model_path: str, spec: BenchSpec, power: PowerConfig) -> Optional[str]:
     if not os.path.isfile(model_path):
         return f"model file not found: {model_path}"
-    return spec_problem(spec)
+    return spec_problem(spec, power)
+
+
+def _measure(
+    model_path: str,
+    spec: BenchSpec,
+    power: PowerConfig,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> Tuple[_ChildReport, Optional[Dict[str, Any]], float]:
+    """(child report, energy object or None, timeout used): the child, with the power sampler
+    running around it in energy mode."""
+    if spec.power == "none":
+        timeout = spec.timeout_s if spec.timeout_s is not None else default_timeout(spec)
+        return _supervise(model_path, spec, timeout, progress, cancel), None, timeout
+    run = EnergyRun(spec, power)
+    try:
+        child_spec = energy_spec(spec, run.tau_s, power)
+        timeout = spec.timeout_s if spec.timeout_s is not None else default_timeout(child_spec)
+        run.start(child_spec.power_period_ms or power.period_ms)
+        report = _supervise(model_path, child_spec, timeout, progress, cancel)
+        log = run.stop()
+        timings = report.timings
+        window = None
+        if timings is not None and report.reason is None:
+            window = (timings["measure_start_ns"], timings["measure_end_ns"])
+        inferences = timings["measure_count"] if timings is not None else 0
+        return report, run.report(log, window, inferences, report.idle), timeout
+    finally:
+        run.close()
 
 
 def run_bench_job(
@@ -189,22 +226,25 @@ def run_bench_job(
     result_id: str,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
+    power: Optional[PowerConfig] = None,
 ) -> BenchResult:
     """Benchmark ``model_path`` per ``spec`` in a spawn child; never raises for a bad model.
 
     Setting ``cancel`` (checked every 0.25 s) kills the child: the result is failed with reason
-    :data:`CANCELLED`.
+    :data:`CANCELLED`. With ``spec.power`` other than ``none`` the power source from ``power``
+    (the agent's ``[power]`` config) is sampled around the child and the result carries
+    ``energy``.
     """
+    power = power or PowerConfig()
     started_at = time.time()
-    timeout = spec.timeout_s if spec.timeout_s is not None else default_timeout(spec)
     model_bytes = os.path.getsize(model_path) if os.path.isfile(model_path) else None
     env_pre = env_snapshot()
-    reason = _precheck(model_path, spec)
-    report = (
-        _ChildReport(reason=reason)
-        if reason
-        else _supervise(model_path, spec, timeout, progress, cancel)
-    )
+    reason = _precheck(model_path, spec, power)
+    energy: Optional[Dict[str, Any]] = None
+    if reason:
+        report, timeout = _ChildReport(reason=reason), 0.0
+    else:
+        report, energy, timeout = _measure(model_path, spec, power, progress, cancel)
     env_post = env_snapshot()
     env_pre["process"] = dict(report.loaded.get("context", {}), timeout_s=timeout)
 
@@ -235,5 +275,5 @@ def run_bench_job(
         peak_rss_bytes=timings["peak_rss_bytes"] if ok else None,
         started_at=started_at,
         finished_at=time.time(),
-        energy=None,
+        energy=energy if ok else None,
     )

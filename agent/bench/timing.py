@@ -9,7 +9,9 @@ Phases, each timing ``invoke()`` alone with ``time.perf_counter_ns()``:
 Like ``benchmark_model``, no phase starts another run once more than ``max_seconds`` passed since
 the phase began, so a slow model stops early rather than hitting the job's timeout. On top of
 that the measure phase stops at ``max_runs``: the raw per-run array travels in one result message,
-which has a size limit (see :data:`MAX_RUNS`).
+which has a size limit (see :data:`MAX_RUNS`). In energy mode (``run_past_max_runs``) the measure
+phase is the energy window and must last its seconds: it runs on past ``max_runs``, keeping the
+times of the first ``max_runs`` runs and counting the rest (``measure_count``).
 
 "Passed" is wall time since the phase began, bookkeeping included, as in ``benchmark_model``.
 """
@@ -41,6 +43,7 @@ class TimingPlan:
     min_seconds: float = 1.0
     max_seconds: float = 150.0
     max_runs: int = MAX_RUNS
+    run_past_max_runs: bool = False
 
     def __post_init__(self) -> None:
         if self.warmup_runs < 0 or self.warmup_seconds < 0 or self.min_seconds < 0:
@@ -59,6 +62,10 @@ class Timings:
     warmup_count: int
     warmup_mean_ns: Optional[float]  # None when no warmup run happened
     raw_ns: List[int]  # one entry per measured run, in run order
+    # The measure phase on time.monotonic_ns -- the power sampler's clock -- for energy windows.
+    measure_start_ns: int = 0
+    measure_end_ns: int = 0
+    measure_count: int = 0  # runs in the measure phase; more than len(raw_ns) past max_runs
 
 
 def _phase(
@@ -69,9 +76,9 @@ def _phase(
     max_count: Optional[int],
     clock: Callable[[], int],
     report: Optional[Callable[[int], None]],
-    keep: bool,
+    keep: int,
 ) -> Tuple[int, int, List[int]]:
-    """(runs, their total ns, per-run ns if ``keep``) of one phase."""
+    """(runs, their total ns, per-run ns of the first ``keep`` runs) of one phase."""
     times: List[int] = []
     count = total = 0
     start = now = last_report = clock()
@@ -84,7 +91,7 @@ def _phase(
         elapsed = now - t0
         total += elapsed
         count += 1
-        if keep:
+        if count <= keep:
             times.append(elapsed)
         if report is not None and now - last_report >= PROGRESS_INTERVAL_NS:
             report(count)
@@ -97,6 +104,7 @@ def run_timing(
     plan: TimingPlan,
     clock: Callable[[], int] = time.perf_counter_ns,
     on_progress: Optional[ProgressHook] = None,
+    mark: Callable[[], int] = time.monotonic_ns,
 ) -> Timings:
     """Run first inference, warmup and measure phases of ``invoke`` per ``plan``."""
     max_ns = int(plan.max_seconds * NS_PER_S)
@@ -120,23 +128,28 @@ def run_timing(
         None,
         clock,
         reporter("warmup"),
-        keep=False,
+        keep=0,
     )
     if on_progress is not None:
         on_progress("measure", 0)
-    _, _, raw = _phase(
+    measure_start = mark()
+    measure_count, _, raw = _phase(
         invoke,
         plan.min_runs,
         int(plan.min_seconds * NS_PER_S),
         max_ns,
-        plan.max_runs,
+        None if plan.run_past_max_runs else plan.max_runs,
         clock,
         reporter("measure"),
-        keep=True,
+        keep=plan.max_runs,
     )
+    measure_end = mark()
     return Timings(
         first_ns=first_ns,
         warmup_count=warmup_count,
         warmup_mean_ns=warmup_total / warmup_count if warmup_count else None,
         raw_ns=raw,
+        measure_start_ns=measure_start,
+        measure_end_ns=measure_end,
+        measure_count=measure_count,
     )

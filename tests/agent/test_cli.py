@@ -94,3 +94,102 @@ def test_info_table():
     r = agent("info")
     assert r.returncode == 0, r.stderr
     assert "xnnpack" in r.stdout and "runtime_version" in r.stdout
+
+
+# --- power ---
+
+
+@pytest.fixture(scope="module")
+def sim_tx2(tmp_path_factory):
+    from power.simboard import SimBoard
+
+    board = SimBoard(str(tmp_path_factory.mktemp("sim") / "tx2"), "tx2-jp4", shuffle_seed=5)
+    yield board.create()
+    board.close()
+
+
+def test_power_probe_json_lists_rails_total_and_settings(sim_tx2):
+    r = agent("power", "probe", "--sysfs-root", sim_tx2.root, "--seconds", "0.2", "--json")
+    assert r.returncode == 0, r.stderr
+    probe = json.loads(r.stdout)
+    assert probe["simulated"] and probe["board_model"] == "NVIDIA Jetson TX2 Developer Kit"
+    (source,) = probe["sources"]
+    assert source["name"] == "ina3221x" and source["method"] == "simulated"
+    assert source["total"]["rails"] == ["VDD_IN"]
+    rails = {r["rail"]: r for r in source["rails"]}
+    assert source["total_mw"] == rails["VDD_IN"]["mw"] == sim_tx2.actual("VDD_IN")
+    assert rails["VDD_IN"]["n"] >= 5 and rails["VDD_IN"]["mv"] == 19000
+    assert {c["running_mode"] for c in source["chips"]} == {1}
+    assert source["sampler"]["n_samples"] >= 5
+
+
+def test_power_probe_table_and_empty_board(sim_tx2, tmp_path):
+    r = agent("power", "probe", "--sysfs-root", sim_tx2.root, "--seconds", "0")
+    assert r.returncode == 0, r.stderr
+    assert "source ina3221x (ina3221-iio, simulated)" in r.stdout
+    assert "total: VDD_IN = " in r.stdout and "VDD_SYS_DDR" in r.stdout
+    r = agent("power", "probe", "--sysfs-root", str(tmp_path), "--seconds", "0")
+    assert r.returncode == 0 and "no power sources found" in r.stdout
+
+
+def test_power_tegrastats_summary(tmp_path):
+    log = tmp_path / "ts.log"
+    log.write_text(
+        "RAM 2305/7846MB CPU [2%@345,off] VDD_IN 3235/3235 VDD_SYS_CPU 228/228\n"
+        "garbage line\n"
+        "RAM 2305/7846MB CPU [2%@345,off] VDD_IN 3335/3285 VDD_SYS_CPU 428/328\n"
+    )
+    r = agent("power", "tegrastats", str(log), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["rails"]["VDD_IN"]["mean_mw"] == 3285.0
+    assert summary["total_rail"] == "VDD_IN" and summary["total_mean_mw"] == 3285.0
+    r = agent("power", "tegrastats", str(log))
+    assert r.returncode == 0 and "VDD_SYS_CPU" in r.stdout
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing to see\n")
+    assert_one_line_error(agent("power", "tegrastats", str(empty)), 2, "no tegrastats rail")
+
+
+def test_bench_with_power_on_a_simulated_board(tiny_model_file, sim_tx2):
+    r = agent(
+        "bench", tiny_model_file, *QUICK, "--power", "auto", "--sysfs-root", sim_tx2.root,
+        "--energy-seconds", "0.5", "--idle-seconds", "0.2", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    energy = BenchResult.from_dict(json.loads(r.stdout)).energy
+    assert energy["status"] == "ok" and energy["method"] == "simulated"
+    assert energy["window"]["seconds"] >= 0.5
+    assert energy["p_mean_mw"] == pytest.approx(sim_tx2.actual("VDD_IN"))
+    r = agent(
+        "bench", tiny_model_file, *QUICK, "--power", "ina3221x", "--sysfs-root", sim_tx2.root,
+        "--energy-seconds", "0.3", "--idle-seconds", "0",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "energy / inference" in r.stdout and "total = VDD_IN" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--power", "ina3221x", "--sysfs-root", "/nonexistent"], "no power source 'ina3221x'"),
+        (["--power", "bad name!"], "--power: must be 'none', 'auto' or a power source name"),
+        (["--power", "auto", "--energy-seconds", "0"], "--energy-seconds:"),
+    ],
+)
+def test_bench_power_errors_are_one_line(tiny_model_file, args, text):
+    r = agent("bench", tiny_model_file, *args)
+    assert_one_line_error(r, 2, text)
+
+
+def test_bad_power_config_is_one_line(tiny_model_file, tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text("[power]\nsampler = 'fork'\n")
+    r = agent("power", "probe", "--config", str(config))
+    assert_one_line_error(r, 2, "power.sampler: must be 'thread' or 'process'")
+
+
+def test_info_lists_power_sources(sim_tx2):
+    r = agent("info", "--sysfs-root", sim_tx2.root, "--json")
+    assert r.returncode == 0, r.stderr
+    assert Caps.from_dict(json.loads(r.stdout)).power_sources == ["ina3221x"]

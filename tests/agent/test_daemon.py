@@ -151,14 +151,14 @@ class Agent:
         self.log = tmp_path / "agent.log"
         self.proc: Optional[subprocess.Popen] = None
 
-    def configure(self, broker, inflight_window: int = 100) -> None:
+    def configure(self, broker, inflight_window: int = 100, extra: str = "") -> None:
         self.config.write_text(
             f'device_id = "{DEVICE}"\n'
             f'state_dir = "{self.state_dir}"\n'
             "heartbeat_s = 1\n"
             "[broker]\n"
             f'url = "{broker.url}"\n'
-            f"inflight_window = {inflight_window}\n",
+            f"inflight_window = {inflight_window}\n" + extra,
             encoding="utf-8",
         )
 
@@ -302,6 +302,9 @@ def test_bad_commands_are_rejected_with_reasons_and_the_agent_lives_on(peer, age
     missing = peer.command("cancel", target_cmd_id=uuid.uuid4().hex)
     assert "no command" in peer.wait_ack(missing, "rejected").reason
 
+    nopower = peer.command("bench", bench=bench_spec(b"m", power="ina3221x"))
+    assert "no power source 'ina3221x'" in peer.wait_ack(nopower, "rejected").reason
+
     ping = peer.command("ping")
     peer.wait_ack(ping, "pong")
     assert agent.proc.poll() is None
@@ -337,6 +340,26 @@ def test_bench_job_end_to_end(peer, agent, tiny_model):
     assert "unknown blob" in peer.wait_ack(unknown, "failed").reason
     assert len(peer.results) == 2
     assert agent.query("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL") == [(0,)]
+
+
+def test_energy_on_a_simulated_board_end_to_end(peer, agent, mosquitto, tiny_model, tmp_path):
+    from power.simboard import SimBoard
+
+    sim = SimBoard(str(tmp_path / "xnx"), "xavier-nx-jp5", shuffle_seed=2).create()
+    sim.close()  # values stay in the files; this test only reads them
+    agent.configure(mosquitto, extra=f'[power]\nsysfs_root = "{sim.root}"\nidle_seconds = 0.3\n')
+    agent.start(peer)
+    wait_for(lambda: peer.caps, "retained caps")
+    assert peer.caps[-1].power_sources == ["ina3221"]
+    cmd_id = peer.command("bench", bench=bench_spec(tiny_model, power="auto", energy_seconds=0.5))
+    peer.wait_ack(cmd_id, "done")
+    wait_for(lambda: peer.results, "the result")
+    (result,) = peer.results.values()
+    energy = result.energy
+    assert energy["status"] == "ok" and energy["method"] == "simulated"
+    assert energy["total"]["rails"] == ["VDD_IN"]
+    assert energy["p_mean_mw"] == pytest.approx(sim.actual("VDD_IN"))
+    assert energy["idle"]["n_samples"] >= 10
 
 
 def test_cancel_queued_and_running_jobs(peer, agent, tiny_model):

@@ -192,3 +192,5 @@ def test_bench_errors_are_one_line(farm, nb201_model):
     assert out.returncode == 2 and "--device" in out.stderr
     out = coord("results", "--broker", "mqtt://127.0.0.1:1", env=env, timeout=60)
     assert out.returncode == 2 and "cannot reach the broker" in out.stderr
+    out = coord("bench", "--device", "x", "--power", "bad name!", str(nb201_model), env=env)
+    assert out.returncode == 2 and "--power: must be 'none', 'auto' or a power source" in out.stderr

@@ -289,3 +289,67 @@ def test_results_since_is_usable_for_polling(store: Store) -> None:
     start = time.time()
     store.add_results(results(3))
     assert store.count_results(since=start) == 3
+
+
+ENERGY = {
+    "status": "ok",
+    "method": "measured",
+    "source": {"name": "ina3221x", "kind": "ina3221-iio", "method": "measured"},
+    "e_total_mj": 51234.5,
+    "e_per_inference_mj": 12.5,
+    "e_dyn_per_inference_mj": 4.25,
+    "p_mean_mw": 5123.4,
+    "idle": {"seconds": 10.0, "n_samples": 1000, "p_mean_mw": 3210.0, "p_std_mw": 12.0},
+}
+
+
+def test_energy_columns_from_the_result(store: Store) -> None:
+    with_energy = bench_result(1)
+    with_energy.energy = ENERGY
+    unavailable = bench_result(2)
+    unavailable.energy = {"status": "unavailable", "reason": "no power source found"}
+    store.add_results([make(with_energy, "tx2-01"), make(unavailable, "tx2-01"), results(1)[0]])
+    rows = {r.result_id: r for r in store.results()}
+    row = rows[with_energy.result_id]
+    assert (row.energy_method, row.energy_source) == ("measured", "ina3221x")
+    assert (row.e_per_inference_mj, row.e_dyn_per_inference_mj) == (12.5, 4.25)
+    assert (row.p_mean_mw, row.p_idle_mw) == (5123.4, 3210.0)
+    assert row.body().energy == ENERGY
+    none = rows[unavailable.result_id]
+    assert none.energy_method is None and none.e_per_inference_mj is None
+
+
+def test_a_store_from_before_energy_is_migrated(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "old.sqlite"
+    old = make(bench_result(3), "pi-01")
+    with monkeypatch.context() as m:  # a store as the previous schema made it
+        m.setattr(store_mod, "MIGRATIONS", {0: store_mod.MIGRATIONS[0]})
+        m.setattr(store_mod, "SCHEMA_VERSION", 1)
+        Store(path).close()
+    columns = [c for c in store_mod.RESULT_COLUMNS if c not in ENERGY_COLUMNS]
+    values = dict(zip(store_mod.RESULT_COLUMNS, store_mod.result_row(old, 1.0), strict=True))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(
+            f"INSERT INTO results ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [values[c] for c in columns],
+        )
+    db.close()
+    with Store(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        (row,) = s.results()
+        assert row.result_id == old.body.result_id and row.energy_method is None
+        new = bench_result(4)
+        new.energy = ENERGY
+        s.add_results([make(new, "pi-01")])
+        assert [r.e_per_inference_mj for r in s.results()] == [None, 12.5]
+
+
+ENERGY_COLUMNS = (
+    "energy_method",
+    "energy_source",
+    "e_per_inference_mj",
+    "e_dyn_per_inference_mj",
+    "p_mean_mw",
+    "p_idle_mw",
+)

@@ -121,6 +121,10 @@ def bench_specs(draw: Callable[..., Any]) -> BenchSpec:
         max_seconds=max_seconds,
         timeout_s=draw(st.none() | number(1e-3, 172800.0)),
         keep_raw=draw(st.booleans()),
+        power=draw(st.sampled_from(["none", "auto", "ina3221x", "hwmon:acpi_power:1"])),
+        power_period_ms=draw(st.none() | number(0.5, 10000.0)),
+        idle_seconds=draw(st.none() | number(0.0, 3600.0)),
+        energy_seconds=draw(st.none() | number(1e-3, 86400.0)),
     )
 
 
