@@ -206,6 +206,10 @@ class ProcessSampler:
         )
         self._child_conn = child_conn
 
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid
+
     def start(self, timeout_s: float = 30.0) -> ProcessSampler:
         self._proc.start()
         self._child_conn.close()

@@ -7,9 +7,10 @@ word all become ``status="failed"`` with a one-line reason.
 
 Result fields beyond the timings: ``env_pre``/``env_post`` are :func:`agent.sysfacts.env_snapshot`
 taken just before the child starts and just after it ends; ``env_pre["process"]`` is what the
-child reported about itself (pid, effective CPU affinity, resolver, threads, input tensors) and
-the timeout used. ``raw_ns`` holds every measured run (unless ``spec.keep_raw`` is false) and
-``stats`` is computed from it here, in the parent.
+child reported about itself (pid, effective CPU affinity, resolver, threads, input tensors), the
+timeout used and the measure phase's ``[start, end]`` on ``time.monotonic_ns``. ``raw_ns`` holds
+every measured run (unless ``spec.keep_raw`` is false) and ``stats`` is computed from it here, in
+the parent.
 """
 
 from __future__ import annotations
@@ -247,6 +248,12 @@ def run_bench_job(
         report, energy, timeout = _measure(model_path, spec, power, progress, cancel)
     env_post = env_snapshot()
     env_pre["process"] = dict(report.loaded.get("context", {}), timeout_s=timeout)
+    if report.timings is not None:
+        # The measure phase on the board's CLOCK_MONOTONIC: lines results up with other logs.
+        env_pre["process"]["measure_window_ns"] = [
+            report.timings["measure_start_ns"],
+            report.timings["measure_end_ns"],
+        ]
 
     runtime, runtime_version = report.runtime or installed_runtime()
     timings = report.timings
