@@ -19,6 +19,13 @@ figure is median(latency in on blocks) / median(latency in off blocks) -- paired
 machine's drift cancels. Reference in the same run: the same ratio between the odd and even off
 blocks (A/A), which is the resolution of the measurement. Target: within 1 %.
 
+(c) Accuracy against the simulator's ground truth. A 3 W / 6 W square wave (period 2.3371 s,
+duty 0.45) written into the tx2-jp4 tree's VDD_IN by the simulator's own process, sampled at
+10 ms: the trapezoid's relative error over 40 windows of 2 s at random offsets (target 0.5 %).
+Then the benchmark job in energy mode (default 10 s window, 2 s idle baseline) while VDD_IN
+follows this process tree's CPU load (2.1 W idle + 4 W per busy CPU): energy per inference
+against the integral of what the simulator wrote over the same window (target 2 %).
+
     python benchmarks/power_sampler.py [--quick] [--out FILE.json]
 """
 
@@ -40,12 +47,22 @@ from machine import machine_facts
 from report import print_rows, write_json  # noqa: E402
 
 from agent.bench.job import run_bench_job
+from agent.config import PowerConfig
 from agent.runtime import load_runtime, runtime_info
 from coordinator.zoo.generate import build_model, make_spec
+from power import energy
 from power.discover import PowerOptions, discover, open_for_sampler
 from power.estimate import EstimateSource
 from power.sampler import ProcessSampler, ThreadSampler
-from power.simboard import LAYOUTS, SimBoard
+from power.simboard import (
+    LAYOUTS,
+    Driver,
+    FollowLoad,
+    SimBoard,
+    Square,
+    log_energy_mj,
+    square_energy_mj,
+)
 from protocol.bodies import BenchSpec
 
 NAME = "power_sampler"
@@ -209,6 +226,81 @@ def perturbation(tmp: Path, cpu: int, quick: bool) -> dict:
     return out
 
 
+def accuracy(tmp: Path, cpu: int, quick: bool) -> dict:
+    sim = SimBoard(str(tmp / "accuracy-board"), "tx2-jp4").create()
+    options = PowerOptions(sysfs_root=sim.root)
+    low, high = sim.quantise("VDD_IN", 3000.0), sim.quantise("VDD_IN", 6000.0)
+    period, duty = 2.3371, 0.45
+    t0 = time.monotonic_ns() + 200_000_000
+    seconds = 6.0 if quick else 12.0
+    (source,) = discover(options)
+    with source, Driver(sim.root, "tx2-jp4", {"VDD_IN": Square(low, high, period, duty, t0)}):
+        sampler = ThreadSampler(source, 0.010).start()
+        time.sleep(seconds + 0.4)
+        log = sampler.stop()
+    times, values = log.series("VDD_IN")
+    rng = np.random.default_rng(0)
+    errors = []
+    for offset in rng.uniform(0, seconds - 2.0, 40):
+        start = t0 + int(offset * 1e9)
+        end = start + 2_000_000_000
+        exact = square_energy_mj(low, high, period, duty, t0, start, end)
+        errors.append((energy.trapezoid_mj(times, values, start, end) - exact) / exact)
+    errors_abs = np.abs(errors)
+
+    data, _, _ = build_model(make_spec(*MODEL[:2], dataset=MODEL[2]))
+    model = tmp / "accuracy.tflite"
+    model.write_bytes(data)
+    spec = BenchSpec(
+        model_sha256=hashlib.sha256(data).hexdigest(),
+        model_name="nb201-13291",
+        affinity=[cpu],
+        power="auto",
+        energy_seconds=3.0 if quick else None,
+    )
+    power = PowerConfig(options=options, idle_seconds=2.0)
+    follow = []
+    for _ in range(1 if quick else 2):
+        wave = FollowLoad(os.getpid(), 2100.0, 6100.0)
+        with Driver(sim.root, "tx2-jp4", {"VDD_IN": wave}) as driver:
+            result = run_bench_job(
+                str(model), spec, "accuracy", uuid.uuid4().hex, uuid.uuid4().hex, power=power
+            )
+        records = driver.log()  # after stop: the driver flushes its log every 0.1 s
+        e = result.energy
+        if result.status != "ok" or e.get("status") != "ok":
+            sys.exit(f"energy run failed: {result.reason or e}")
+        w = e["window"]
+        truth = log_energy_mj(records, "VDD_IN", w["t_start_ns"], w["t_end_ns"])
+        follow.append(
+            {
+                "window_s": w["seconds"],
+                "inferences": w["inferences"],
+                "e_per_inference_mj": e["e_per_inference_mj"],
+                "truth_per_inference_mj": truth / w["inferences"],
+                "error": e["e_total_mj"] / truth - 1,
+                "e_dyn_per_inference_mj": e["e_dyn_per_inference_mj"],
+                "idle_mw": e["idle"]["p_mean_mw"],
+                "cross_check": e["integration_check"]["relative_difference"],
+            }
+        )
+    sim.close()
+    return {
+        "square": {
+            "low_mw": low,
+            "high_mw": high,
+            "period_s": period,
+            "duty": duty,
+            "window_s": 2.0,
+            "windows": len(errors),
+            "max_abs_error": float(errors_abs.max()),
+            "p95_abs_error": float(np.percentile(errors_abs, 95)),
+            "mean_error": float(np.mean(errors)),
+        },
+        "follow_load": follow,
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
@@ -223,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="power-sampler-") as tmp:
         rate_rows = rates(Path(tmp), args.quick)
         perturb = perturbation(Path(tmp), cpu, args.quick)
+        acc = accuracy(Path(tmp), cpu, args.quick)
 
     lines = [("source", "rails", "read p50 us", "p99 us", "reads/sample", "max Hz", "kept Hz @2k",
               "dropped")]  # fmt: skip
@@ -257,6 +350,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print_rows(lines)
+    print()
+    sq = acc["square"]
+    print(
+        f"square wave, {sq['windows']} windows of 2 s: max |error| {sq['max_abs_error']:.3%}, "
+        f"p95 {sq['p95_abs_error']:.3%}, mean {sq['mean_error']:+.3%} (target 0.5 %)"
+    )
+    for f in acc["follow_load"]:
+        print(
+            f"follow-load benchmark, {f['window_s']:.1f} s window, {f['inferences']} inferences: "
+            f"{f['e_per_inference_mj']:.4f} mJ/inference vs truth "
+            f"{f['truth_per_inference_mj']:.4f} ({f['error']:+.3%}, target 2 %), "
+            f"dynamic {f['e_dyn_per_inference_mj']:.4f} mJ, idle {f['idle_mw']:.0f} mW"
+        )
     out = {
         "benchmark": NAME,
         "quick": args.quick,
@@ -266,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine_facts(), "runtime": runtime_info(load_runtime())},
         "rates": rate_rows,
         "perturbation": perturb,
+        "accuracy": acc,
     }
     write_json(args.out, out)
     return 0

@@ -49,7 +49,7 @@ def test_energy_per_inference_matches_the_simulated_ground_truth(orin, tiny_mode
     wave = FollowLoad(pid=os.getpid(), idle_mw=3000.0, busy_mw=9000.0)
     with Driver(orin.root, "orin-nx-jp5", {"VDD_IN": wave}) as driver:
         result = run(tiny_model_file, spec, power)
-        records = driver.log()
+    records = driver.log()  # after stop: the driver flushes its log every 0.1 s
     assert result.status == "ok", result.reason
     energy = result.energy
     assert energy["status"] == "ok" and energy["method"] == "simulated"
