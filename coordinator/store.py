@@ -58,6 +58,15 @@ ACK_NEW = "new"
 ACK_STALE = "stale"
 ACK_WRONG_DEVICE = "wrong_device"
 
+# Flat columns of a result's energy object (see energy_columns()).
+ENERGY_COLUMNS = (
+    "energy_method",
+    "energy_source",
+    "e_per_inference_mj",
+    "e_dyn_per_inference_mj",
+    "p_mean_mw",
+    "p_idle_mw",
+)
 # Flat result columns, in insert order; the whole BenchResult body is in `payload` as JSON.
 RESULT_COLUMNS = (
     "result_id",
@@ -93,12 +102,7 @@ RESULT_COLUMNS = (
     "finished_at",
     "sent_at",
     "received_at",
-    "energy_method",
-    "energy_source",
-    "e_per_inference_mj",
-    "e_dyn_per_inference_mj",
-    "p_mean_mw",
-    "p_idle_mw",
+    *ENERGY_COLUMNS,
     "payload",
 )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from power.errors import ReadError
-from power.source import PowerSource, Rail, Reading, disambiguate
+from power.source import PowerSource, Rail, Reading, make_rail_names_unique
 from power.sysfs import Attr, find, read_text
 
 DRIVER_GLOB = "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"
@@ -199,12 +199,5 @@ def discover(
     chips = [c for c in chips if c.channels]
     if not chips:
         return []
-    _unique_rail_names(chips)
+    make_rail_names_unique([(chip.chip_id, ch) for chip in chips for ch in chip.channels])
     return [Ina3221HwmonSource(chips, tau_s)]
-
-
-def _unique_rail_names(chips: List[_Chip]) -> None:
-    pairs = [(chip.chip_id, ch) for chip in chips for ch in chip.channels]
-    renamed = disambiguate([ch.rail for _, ch in pairs], [owner for owner, _ in pairs])
-    for (_, ch), rail in zip(pairs, renamed):
-        ch.rail = rail

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from power.boards import IIO_RAIL_NAMES
 from power.errors import ReadError
-from power.source import PowerSource, Rail, Reading, disambiguate
+from power.source import PowerSource, Rail, Reading, make_rail_names_unique
 from power.sysfs import Attr, find, read_text
 
 DRIVER_GLOBS = (
@@ -196,12 +196,5 @@ def discover(
     chips = [c for c in chips if c.channels]
     if not chips:
         return []
-    _unique_rail_names(chips)
+    make_rail_names_unique([(chip.chip_id, ch) for chip in chips for ch in chip.channels])
     return [Ina3221IioSource(chips, tau_s)]
-
-
-def _unique_rail_names(chips: List[_Chip]) -> None:
-    pairs = [(chip.chip_id, ch) for chip in chips for ch in chip.channels]
-    renamed = disambiguate([ch.rail for _, ch in pairs], [owner for owner, _ in pairs])
-    for (_, ch), rail in zip(pairs, renamed):
-        ch.rail = rail

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 METHODS = ("measured", "simulated", "model")
 
@@ -86,13 +86,14 @@ class PowerSource:
         self.close()
 
 
-def disambiguate(rails: List[Rail], owners: List[str]) -> List[Rail]:
-    """Rails renamed ``NAME@owner`` where two owners (chips) gave the same name -- a
-    misconfiguration that must not merge two supplies into one series."""
+def make_rail_names_unique(owned: Sequence[Tuple[str, Any]]) -> None:
+    """``owned`` holds (owner, channel) pairs, each channel with a ``rail``. Where two owners
+    (chips) gave the same name -- a misconfiguration that must not merge two supplies into one
+    series -- both channels' rails are renamed ``NAME@owner``."""
     counts: Dict[str, int] = {}
-    for rail in rails:
-        counts[rail.name] = counts.get(rail.name, 0) + 1
-    return [
-        Rail(f"{r.name}@{owner}", r.where, r.kind) if counts[r.name] > 1 else r
-        for r, owner in zip(rails, owners)
-    ]
+    for _, channel in owned:
+        counts[channel.rail.name] = counts.get(channel.rail.name, 0) + 1
+    for owner, channel in owned:
+        rail = channel.rail
+        if counts[rail.name] > 1:
+            channel.rail = Rail(f"{rail.name}@{owner}", rail.where, rail.kind)

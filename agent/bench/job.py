@@ -93,11 +93,14 @@ class _Throttle:
             return
         if now - self.last < PROGRESS_MIN_INTERVAL_S:
             return
-        update, self.pending, self.last = self.pending, None, now
+        update, self.pending = self.pending, None
         try:
             self.callback(*update)
         except Exception:  # progress is best effort; the measurement goes on
             log.warning("progress callback failed", exc_info=True)
+        # Counted from the callback's end, so deliveries are an interval apart as the callback
+        # sees them even when one call was slow to start.
+        self.last = time.monotonic()
 
 
 @dataclass

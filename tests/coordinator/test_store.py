@@ -326,7 +326,7 @@ def test_a_store_from_before_energy_is_migrated(tmp_path: Path, monkeypatch) -> 
         m.setattr(store_mod, "MIGRATIONS", {0: store_mod.MIGRATIONS[0]})
         m.setattr(store_mod, "SCHEMA_VERSION", 1)
         Store(path).close()
-    columns = [c for c in store_mod.RESULT_COLUMNS if c not in ENERGY_COLUMNS]
+    columns = [c for c in store_mod.RESULT_COLUMNS if c not in store_mod.ENERGY_COLUMNS]
     values = dict(zip(store_mod.RESULT_COLUMNS, store_mod.result_row(old, 1.0), strict=True))
     db = sqlite3.connect(path)
     with db:
@@ -343,13 +343,3 @@ def test_a_store_from_before_energy_is_migrated(tmp_path: Path, monkeypatch) -> 
         new.energy = ENERGY
         s.add_results([make(new, "pi-01")])
         assert [r.e_per_inference_mj for r in s.results()] == [None, 12.5]
-
-
-ENERGY_COLUMNS = (
-    "energy_method",
-    "energy_source",
-    "e_per_inference_mj",
-    "e_dyn_per_inference_mj",
-    "p_mean_mw",
-    "p_idle_mw",
-)
