@@ -15,6 +15,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import click  # noqa: E402
 
 from coordinator.broker_cli import broker  # noqa: E402
+from coordinator.campaign.cli import campaign  # noqa: E402
 from coordinator.demo import demo  # noqa: E402
 from coordinator.errors import UserError  # noqa: E402
 from coordinator.farm_cli import bench, devices, export, results  # noqa: E402
@@ -34,7 +35,7 @@ def cli() -> None:
     """
 
 
-for _command in (demo, broker, devices, bench, results, export, zoo):
+for _command in (demo, broker, devices, bench, results, export, campaign, zoo):
     cli.add_command(_command)
 
 
