@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from power.source import PowerSource, Rail, Reading
 
 DEFAULT_PERIOD_S = 0.010
+# SampleLog.errors key for whole reads that raised.
+SOURCE_ERRORS = "(source)"
 
 
 @dataclass
@@ -119,10 +121,19 @@ def move_off(avoid: Optional[Iterable[int]]) -> Optional[List[int]]:
 def run_loop(
     source: PowerSource, period_ns: int, log: SampleLog, stop: Callable[[float], bool]
 ) -> None:
-    """Sample until ``stop(timeout_s)`` -- which waits up to timeout_s -- returns True."""
+    """Sample until ``stop(timeout_s)`` -- which waits up to timeout_s -- returns True.
+
+    A source that raises (a bug, not a rail problem: those are per-rail errors) costs that
+    sample, counted under :data:`SOURCE_ERRORS`; the loop goes on."""
     deadline = time.monotonic_ns()
     while True:
-        log.add(source.read())
+        try:
+            log.add(source.read())
+        except Exception as exc:
+            errors = log.errors.setdefault(SOURCE_ERRORS, RailErrors())
+            errors.count += 1
+            errors.first = errors.first or f"{type(exc).__name__}: {exc}"
+            errors.last = f"{type(exc).__name__}: {exc}"
         deadline += period_ns
         now = time.monotonic_ns()
         if now >= deadline:

@@ -65,6 +65,7 @@ class EnergyRun:
         self.source: Optional[PowerSource] = None
         self.policy: Optional[RailPolicy] = None
         self.unavailable: Optional[str] = None
+        self.failed: Optional[str] = None
         self._sampler: Union[ThreadSampler, ProcessSampler, None] = None
         try:
             self.source, self.policy = open_source(spec.power, config.options)
@@ -80,12 +81,16 @@ class EnergyRun:
             return
         period_s = period_ms / 1000.0
         avoid = self.spec.affinity  # the benchmark's CPUs, when it is pinned
-        if self.config.sampler == "process":
-            self._sampler = ProcessSampler(
-                open_for_sampler, (self.spec.power, self.config.options), period_s, avoid
-            ).start()
-        else:
-            self._sampler = ThreadSampler(self.source, period_s, avoid).start()
+        try:
+            if self.config.sampler == "process":
+                self._sampler = ProcessSampler(
+                    open_for_sampler, (self.spec.power, self.config.options), period_s, avoid
+                ).start()
+            else:
+                self._sampler = ThreadSampler(self.source, period_s, avoid).start()
+        except (OSError, RuntimeError, ValueError) as exc:
+            # The latency measurement is still worth having; the result says why no energy.
+            self.failed = f"the power sampler did not start: {exc}"
 
     def stop(self) -> Optional[SampleLog]:
         if self._sampler is None:
@@ -107,6 +112,8 @@ class EnergyRun:
     ) -> Dict[str, Any]:
         if self.source is None or self.policy is None:
             return {"status": "unavailable", "reason": self.unavailable or "no power source"}
+        if self.failed is not None:
+            return {"status": "failed", "reason": self.failed}
         if log is None or window is None:
             return {"status": "failed", "reason": "the benchmark ended before its window"}
         return energy_report(log, self.source, self.policy, window, inferences, idle)

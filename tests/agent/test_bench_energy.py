@@ -116,3 +116,25 @@ def test_process_sampler_gives_the_same_kind_of_report(orin, tiny_model, tiny_mo
     assert result.energy["e_total_mj"] == pytest.approx(
         orin.actual("VDD_IN") * result.energy["window"]["seconds"], rel=0.01
     )
+
+
+def test_a_sampler_that_cannot_start_is_reported(tmp_path):
+    import shutil
+
+    from agent.bench.energy import EnergyRun
+
+    board = SimBoard(str(tmp_path / "gone"), "nano-jp4").create()
+    board.close()
+    power = PowerConfig(options=PowerOptions(sysfs_root=board.root), sampler="process")
+    run = EnergyRun(BenchSpec(model_sha256="0" * 64, model_name="m", power="auto"), power)
+    assert run.source is not None
+    shutil.rmtree(board.root)  # the board's sensors vanish before the sampler process opens them
+    run.start(10.0)
+    try:
+        report = run.report(run.stop(), (0, 1), 1, None)
+    finally:
+        run.close()
+    assert report["status"] == "failed"
+    assert (
+        "power sampler did not start" in report["reason"] and "no power source" in report["reason"]
+    )

@@ -131,3 +131,23 @@ def test_process_sampler_reports_a_source_that_cannot_open():
     sampler = ProcessSampler(open_for_sampler, ("no-such-source", PowerOptions()), 0.01)
     with pytest.raises(RuntimeError, match="no power source 'no-such-source'"):
         sampler.start()
+
+
+class Broken(PowerSource):
+    kind = "test"
+    name = "broken"
+    rails = [Rail("R", "nowhere")]
+
+    def _read_rails(self, full):
+        raise ZeroDivisionError("a bug in a source")
+
+
+def test_a_source_that_raises_costs_samples_not_the_sampler():
+    from power.sampler import SOURCE_ERRORS
+
+    sampler = ThreadSampler(Broken(), 0.005).start()
+    time.sleep(0.05)
+    log = sampler.stop()
+    errors = log.errors[SOURCE_ERRORS]
+    assert errors.count >= 3 and "ZeroDivisionError: a bug in a source" == errors.first
+    assert log.t_ns == []
