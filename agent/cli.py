@@ -19,6 +19,7 @@ import click
 
 from agent import sysfacts
 from agent.bench.job import run_bench_job, spec_problem
+from agent.config import ConfigError, PowerConfig, load_config
 from protocol.bodies import BenchResult, BenchSpec
 from protocol.errors import ProtocolError
 
@@ -63,7 +64,6 @@ def run(config_path: Optional[str], log_level: str) -> None:
       halo-agent run --config /etc/halofarm/agent.toml
     """
     # Imported here: `bench` and `info` must work on a board without a broker library set up.
-    from agent.config import ConfigError, load_config
     from agent.daemon import configure_logging, run_daemon
     from agent.statedb import StateDBError
 
@@ -208,9 +208,7 @@ def _config_options(func: Any) -> Any:
     )(func)
 
 
-def _power_config(config_path: Optional[str], sysfs_root: Optional[str]) -> Any:
-    from agent.config import ConfigError, load_config
-
+def _power_config(config_path: Optional[str], sysfs_root: Optional[str]) -> PowerConfig:
     try:
         power = load_config(config_path).power
     except ConfigError as exc:

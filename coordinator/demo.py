@@ -35,17 +35,12 @@ from coordinator.farm_cli import results_table, run_bench, spec_factory
 from coordinator.store import Store
 from coordinator.zoo.generate import Generator, make_spec
 from coordinator.zoo.spaces import nb201
+from power.boards import rail_policy
+from power.simboard import LAYOUTS, Driver, FollowLoad, SimBoard, rail_names
 
 AGENT_START_TIMEOUT_S = 60.0
 # Layouts with a total-power rule (the Pi's needs rail names from its config).
-DEMO_BOARDS = (
-    "tx2-jp4",
-    "nano-jp4",
-    "agx-xavier-jp4",
-    "xavier-nx-jp5",
-    "orin-nx-jp5",
-    "agx-orin-jp5",
-)
+DEMO_BOARDS = tuple(k for k in LAYOUTS if rail_policy(rail_names(k)).total)
 
 
 def free_port() -> int:
@@ -75,7 +70,7 @@ def agent_config(root: Path, device: str, broker_url: str, board: Path | None) -
         f'url = "{broker_url}"\n'
     )
     if board is not None:
-        text += f'\n[power]\nsysfs_root = "{board}"\nidle_seconds = {DEMO_IDLE_S}\n'
+        text += f'\n[power]\nsysfs_root = "{board}"\n'
     return text
 
 
@@ -83,9 +78,6 @@ def agent_config(root: Path, device: str, broker_url: str, board: Path | None) -
 def simulated_board(root: Path, layout: str):
     """A board tree under root/board; yields (root, start(pid)) where start makes the total
     rails follow the CPU load of process ``pid`` and its children until the demo ends."""
-    from power.boards import rail_policy
-    from power.simboard import Driver, FollowLoad, SimBoard
-
     sim = SimBoard(str(root / "board"), layout).create()
     total = rail_policy(sim.rails()).total
     drivers = []

@@ -76,9 +76,10 @@ class EnergyRun:
     def tau_s(self) -> float:
         return self.source.tau_s if self.source is not None else 0.0
 
-    def start(self, period_ms: float) -> None:
+    def start(self, period_ms: Optional[float]) -> None:
         if self.source is None:
             return
+        period_ms = self.config.period_ms if period_ms is None else period_ms
         period_s = period_ms / 1000.0
         avoid = self.spec.affinity  # the benchmark's CPUs, when it is pinned
         try:

@@ -209,7 +209,7 @@ def _measure(
     try:
         child_spec = energy_spec(spec, run.tau_s, power)
         timeout = spec.timeout_s if spec.timeout_s is not None else default_timeout(child_spec)
-        run.start(child_spec.power_period_ms or power.period_ms)
+        run.start(child_spec.power_period_ms)
         report = _supervise(model_path, child_spec, timeout, progress, cancel)
         log = run.stop()
         timings = report.timings
