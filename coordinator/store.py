@@ -202,6 +202,112 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             p_idle_mw = json_extract(payload, '$.energy.idle.p_mean_mw')
         WHERE json_extract(payload, '$.energy') IS NOT NULL""",
     ),
+    # Campaigns, the models they measure, and latencies imported from other sources.
+    2: (
+        "CREATE INDEX results_cmd ON results (cmd_id)",
+        # What the store knows about a model beyond its bytes: its search space and
+        # architecture (from the zoo's manifest), so results can be grouped into datasets.
+        """CREATE TABLE models (
+            sha256 TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            space TEXT,
+            arch TEXT,
+            arch_index INTEGER,
+            dtype TEXT,
+            dataset TEXT,
+            resolution INTEGER,
+            macs INTEGER,
+            params INTEGER,
+            info TEXT NOT NULL,
+            added_at REAL NOT NULL
+        )""",
+        "CREATE INDEX models_arch ON models (space, arch)",
+        # One row per run of a campaign file; `spec_text` is the file as it was started.
+        """CREATE TABLE campaigns (
+            campaign_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            spec_text TEXT NOT NULL,
+            spec_sha256 TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT,
+            scheduled_for REAL,
+            driver TEXT,
+            driver_seen_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            finished_at REAL
+        )""",
+        "CREATE INDEX campaigns_name ON campaigns (name, created_at)",
+        # The campaign's plan, written whole when it starts, and how far each job got.
+        """CREATE TABLE campaign_jobs (
+            campaign_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            device TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            xnnpack INTEGER NOT NULL,
+            repetition INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            cmd_id TEXT,
+            not_before REAL,
+            result_id TEXT,
+            reason TEXT,
+            sent_at REAL,
+            finished_at REAL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (campaign_id, key)
+        )""",
+        "CREATE INDEX campaign_jobs_order ON campaign_jobs (campaign_id, device, position)",
+        "CREATE INDEX campaign_jobs_cmd ON campaign_jobs (cmd_id)",
+        # Every command a campaign sent (one per attempt), so a superseded attempt's late
+        # result is recognised and kept out of datasets.
+        """CREATE TABLE campaign_attempts (
+            cmd_id TEXT PRIMARY KEY,
+            campaign_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            sent_at REAL NOT NULL
+        )""",
+        # Cron schedules: when each last fired, so downtime yields one catch-up run, not N.
+        """CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            cron TEXT NOT NULL,
+            source TEXT NOT NULL,
+            last_fire REAL
+        )""",
+        # Latencies measured elsewhere (public datasets, other tools), one row per arch and
+        # device configuration; a re-import of the same row replaces it.
+        """CREATE TABLE imported (
+            device TEXT NOT NULL,
+            space TEXT NOT NULL,
+            arch TEXT NOT NULL,
+            arch_index INTEGER,
+            dataset TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            runtime_version TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            dtype TEXT NOT NULL,
+            delegate TEXT NOT NULL,
+            latency_ms REAL NOT NULL,
+            latency_p90_ms REAL,
+            latency_mean_ms REAL,
+            latency_std_ms REAL,
+            n_runs INTEGER,
+            n_results INTEGER,
+            energy_mj REAL,
+            energy_dyn_mj REAL,
+            power_mw REAL,
+            source TEXT NOT NULL,
+            line INTEGER,
+            imported_at REAL NOT NULL,
+            PRIMARY KEY (device, space, arch, dataset, runtime, runtime_version, threads, dtype,
+                         delegate)
+        )""",
+    ),
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -685,6 +791,45 @@ class Store:
                 (sha, name or file.name, size, str(file), time.time()),
             )
         return sha
+
+    def put_model(self, sha256: str, name: str, info: dict[str, Any]) -> None:
+        """What a model is (a zoo manifest row: space, arch, index, dtype, dataset, MACs ...),
+        keyed by its sha256; the first description of a model stays."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO models (sha256, name, space, arch, arch_index, dtype, dataset, "
+                "resolution, macs, params, info, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                (
+                    sha256,
+                    name,
+                    info.get("space"),
+                    info.get("arch"),
+                    info.get("index"),
+                    info.get("dtype"),
+                    info.get("dataset"),
+                    info.get("resolution"),
+                    info.get("macs"),
+                    info.get("params"),
+                    _json(info),
+                    time.time(),
+                ),
+            )
+
+    # -- for the campaign and dataset layers, which own their tables' SQL ------------------
+
+    def execute(self, sql: str, args: Iterable[Any] = ()) -> int:
+        """One write statement in its own transaction (or the caller's); returns rowcount."""
+        with self.transaction():
+            return self._db.execute(sql, tuple(args)).rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        with self.transaction():
+            self._db.executemany(sql, rows)
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
 
     # -- reads -----------------------------------------------------------------------------
 
