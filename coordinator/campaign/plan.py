@@ -39,17 +39,18 @@ class PlannedJob:
     device: str
     model: ModelRef
     config: Config
-    repetition: int  # 0-based round
+    repetition: int  # 0-based round; for a canary, its block on the device
     position: int  # order on its device, 0-based
+    kind: str = "measure"  # or "canary"
 
     @property
     def key(self) -> str:
         """Stable identity of this job in the campaign (survives a restart and a re-plan)."""
-        text = "|".join(
-            (self.device, self.model.sha256, str(self.config.threads),
-             str(int(self.config.xnnpack)), str(self.repetition))
-        )  # fmt: skip
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        parts = [self.device, self.model.sha256, str(self.config.threads),
+                 str(int(self.config.xnnpack)), str(self.repetition)]  # fmt: skip
+        if self.kind != "measure":
+            parts.append(self.kind)
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 def configs(campaign: Campaign) -> list[Config]:
@@ -80,6 +81,32 @@ def plan(campaign: Campaign, devices: list[str], models: list[ModelRef]) -> list
                 jobs.append(PlannedJob(device, model, config, rep, position))
                 position += 1
     return jobs
+
+
+def with_canaries(
+    jobs: list[PlannedJob], canaries: list[ModelRef], config: Config, every: int
+) -> list[PlannedJob]:
+    """Each device's jobs with a block of canary measurements first, after every `every`
+    measurements, and last (so drift over the whole campaign is bracketed)."""
+    if not canaries:
+        return jobs
+    out: list[PlannedJob] = []
+    by_device: dict[str, list[PlannedJob]] = {}
+    for job in jobs:
+        by_device.setdefault(job.device, []).append(job)
+    for device, own in by_device.items():
+        sequence = [("canary", m, config, 0) for m in canaries]
+        blocks = 1
+        for i, job in enumerate(own, start=1):
+            sequence.append(("measure", job.model, job.config, job.repetition))
+            if i % every == 0 or i == len(own):
+                sequence.extend(("canary", m, config, blocks) for m in canaries)
+                blocks += 1
+        out.extend(
+            PlannedJob(device, model, cfg, rep, position, kind)
+            for position, (kind, model, cfg, rep) in enumerate(sequence)
+        )
+    return out
 
 
 def reference_archs() -> list[str]:

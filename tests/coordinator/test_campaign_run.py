@@ -1,0 +1,189 @@
+"""Campaigns end to end: real mosquitto, real agents, `halo-coord campaign ...` as a user runs
+it, and the campaign state in the store checked after the fact."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.coordinator.farm_support import FAST_BENCH, LocalAgent, coord, wait_online
+
+
+@pytest.fixture
+def farm(tmp_path, mosquitto):
+    env = {"HALOFARM_BROKER_URL": mosquitto.url, "HALOFARM_STORE": str(tmp_path / "store.sqlite")}
+    agents: list[LocalAgent] = []
+
+    def start(*devices: str, board: str | None = None) -> list[LocalAgent]:
+        new = [LocalAgent(tmp_path, d, mosquitto.url, board).start() for d in devices]
+        agents.extend(new)
+        wait_online(new, env)
+        return new
+
+    yield start, env, mosquitto
+    for a in agents:
+        a.stop()
+
+
+def campaign_file(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def db(env: dict) -> sqlite3.Connection:
+    return sqlite3.connect(env["HALOFARM_STORE"])
+
+
+def test_campaign_runs_every_job_once_with_canaries(farm, tmp_path):
+    start, env, _ = farm
+    start("camp-a")
+    path = campaign_file(
+        tmp_path,
+        f"""
+name = "small"
+repetitions = 2
+[devices]
+ids = ["camp-a"]
+[models]
+zoo = {{ space = "nb201", sample = 3, seed = 1 }}
+[canary]
+models = 1
+every = 4
+threshold = 5.0
+{FAST_BENCH}
+""",
+    )
+    out = coord("campaign", "run", str(path), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["state"] == "done"
+    [dev] = doc["devices"]
+    assert (dev["device"], dev["done"], dev["total"], dev["failed"]) == ("camp-a", 6, 6, 0)
+    # a canary block first, after every 4 measurements, and last: 3 blocks of 1 model
+    assert (dev["canaries_done"], dev["canaries_total"]) == (3, 3)
+    assert dev["drift"] is not None and not dev["drift_flagged"]
+    with db(env) as con:
+        rows = con.execute(
+            "SELECT j.kind, j.state, j.attempt, r.status FROM campaign_jobs j "
+            "JOIN results r ON r.result_id = j.result_id"
+        ).fetchall()
+        assert len(rows) == 9 and {r[1:] for r in rows} == {("done", 1, "ok")}
+        # each (model, repetition) measured exactly once; results hold nothing else
+        assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 9
+        pairs = con.execute(
+            "SELECT model_sha256, repetition, count(*) FROM campaign_jobs "
+            "WHERE kind = 'measure' GROUP BY 1, 2"
+        ).fetchall()
+        assert len(pairs) == 6 and {p[2] for p in pairs} == {1}
+
+    listed = coord("campaign", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    [entry] = json.loads(listed.stdout)
+    assert (entry["state"], entry["done"], entry["jobs"]) == ("done", 6, 6)
+    status = coord("campaign", "status", entry["campaign_id"][:8], env=env)
+    assert status.returncode == 0, status.stderr
+    assert "camp-a" in status.stdout and "6/6" in status.stdout
+
+    # The same file again is a new run; resuming a finished campaign is an error.
+    again = coord("campaign", "run", str(path), "--resume", env=env)
+    assert again.returncode == 2 and "no unfinished run" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_campaign_errors_are_one_line(farm, tmp_path):
+    start, env, _ = farm
+    start("camp-b")
+    unknown = campaign_file(
+        tmp_path,
+        """
+name = "x"
+[devices]
+ids = ["nope-1"]
+[models]
+reference = true
+""",
+    )
+    out = coord("campaign", "run", str(unknown), env=env)
+    assert out.returncode == 2
+    assert "nope-1" in out.stderr and "never connected" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+    bad = campaign_file(tmp_path, 'name = "x"\nrepetitions = 0\n[devices]\nids=["camp-b"]\n')
+    out = coord("campaign", "run", str(bad), env=env)
+    assert out.returncode == 2
+    assert "repetitions" in out.stderr and "models" in out.stderr  # every problem, by line
+    assert "Traceback" not in out.stderr
+
+    empty = tmp_path / "empty-zoo"
+    empty.mkdir()
+    (empty / "manifest.jsonl").write_text("")
+    zero = campaign_file(
+        tmp_path,
+        f"""
+name = "zero"
+[devices]
+ids = ["camp-b"]
+[models]
+dir = "{empty}"
+""",
+    )
+    out = coord("campaign", "run", str(zero), env=env)
+    assert out.returncode == 2 and "no models" in out.stderr
+
+    none = coord("campaign", "status", env=env)
+    assert none.returncode == 2 and "no campaign" in none.stderr
+
+
+def test_cancel_stops_a_campaign_and_keeps_it_out_of_list_of_running(farm, tmp_path):
+    start, env, _ = farm
+    start("camp-c")
+    path = campaign_file(
+        tmp_path,
+        f"""
+name = "long"
+[devices]
+ids = ["camp-c"]
+[models]
+zoo = {{ space = "nb201", sample = 40, seed = 2 }}
+{FAST_BENCH}
+""",
+    )
+    from tests.coordinator.farm_support import coord_popen
+
+    proc = coord_popen("campaign", "run", str(path), env=env, log=tmp_path / "run.log")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with db(env) as con:
+                try:
+                    done = con.execute(
+                        "SELECT count(*) FROM campaign_jobs WHERE state = 'done'"
+                    ).fetchone()[0]
+                except sqlite3.OperationalError:
+                    done = 0
+            if done >= 2:
+                break
+            time.sleep(0.3)
+        listed = json.loads(coord("campaign", "list", "--json", env=env).stdout)
+        cid = listed[0]["campaign_id"]
+        out = coord("campaign", "cancel", cid, env=env)
+        assert out.returncode == 0, out.stderr
+        assert proc.wait(60) == 1  # the driver notices and stops
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = json.loads(coord("campaign", "status", cid, "--json", env=env).stdout)
+    assert status["state"] == "cancelled"
+    with db(env) as con:
+        states = dict(
+            con.execute("SELECT state, count(*) FROM campaign_jobs GROUP BY state").fetchall()
+        )
+    assert states.get("pending", 0) == 0 and states.get("sent", 0) == 0
+    assert states["cancelled"] > 0 and states["done"] >= 2
+    again = coord("campaign", "cancel", cid, env=env)
+    assert again.returncode == 2 and "already cancelled" in again.stderr
