@@ -16,9 +16,11 @@ import click  # noqa: E402
 
 from coordinator.broker_cli import broker  # noqa: E402
 from coordinator.campaign.cli import campaign  # noqa: E402
+from coordinator.campaign.onboard import onboard  # noqa: E402
 from coordinator.demo import demo  # noqa: E402
 from coordinator.errors import UserError  # noqa: E402
 from coordinator.farm_cli import bench, devices, export, results  # noqa: E402
+from coordinator.serve import serve  # noqa: E402
 from coordinator.zoo.cli import zoo  # noqa: E402
 
 
@@ -35,7 +37,7 @@ def cli() -> None:
     """
 
 
-for _command in (demo, broker, devices, bench, results, export, campaign, zoo):
+for _command in (demo, broker, devices, bench, results, export, campaign, serve, onboard, zoo):
     cli.add_command(_command)
 
 

@@ -89,6 +89,7 @@ class Runner:
     clock: Callable[[], float] = time.time
     ttl_s: float = DEFAULT_COMMAND_TTL_S
     waiting: dict[str, str] = field(default_factory=dict)
+    resent: dict[str, float] = field(default_factory=dict)  # cmd_id -> last re-publication
 
     def __post_init__(self) -> None:
         record = st.get(self.store, self.campaign_id)
@@ -175,8 +176,8 @@ class Runner:
 
     def _settle(self, job: st.CampaignJob, now: float) -> None:
         found = self.store.query(
-            "SELECT result_id, status, reason, json_extract(payload, '$.env_pre.throttled'), "
-            "json_extract(payload, '$.env_post.throttled') FROM results WHERE cmd_id = ? "
+            "SELECT result_id, status, reason, json_extract(payload, '$.env_pre'), "
+            "json_extract(payload, '$.env_post') FROM results WHERE cmd_id = ? "
             "ORDER BY received_at, rowid LIMIT 1",
             (job.cmd_id,),
         )
@@ -185,7 +186,7 @@ class Runner:
             if status != "ok":
                 self._retry_or_fail(job, f"failed on the device: {reason}", now)
             elif self.campaign.thermal.retry_throttled and guard.throttled(
-                {"throttled": _loads(pre)}, {"throttled": _loads(post)}
+                _loads(pre), _loads(post)
             ):
                 self._retry_or_fail(job, "measured while the board was throttling", now)
             else:
@@ -204,10 +205,11 @@ class Runner:
             self._retry_or_fail(job, f"failed on the device: {dispatched.reason or '-'}", now)
         elif state == "dispatched" and now > (job.sent_at or now) + self.ttl_s:
             self._retry_or_fail(job, "the device did not pick the command up in time", now)
-        elif (
-            state == "dispatched" and now - (dispatched.updated_at if dispatched else 0) > RESEND_S
-        ):
-            self.send(job.device, self.command(job))
+        elif state == "dispatched":
+            since = self.resent.get(job.cmd_id) or job.sent_at or now
+            if now - since > RESEND_S:
+                self.send(job.device, self.command(job))
+                self.resent[job.cmd_id] = now
 
     def _retry_or_fail(self, job: st.CampaignJob, reason: str, now: float) -> None:
         rules = self.campaign.retries

@@ -102,13 +102,15 @@ def drive(
     campaign_ids: list[str],
     on_progress: Callable[[str, list[DeviceProgress]], None] | None = None,
     progress_every_s: float = 1.0,
-    keep_going: Callable[[], bool] = lambda: False,
+    tick: Callable[[float], list[str]] | None = None,
 ) -> None:
     """Run campaigns to their end (or until interrupted) with one ingest worker and one
-    controller. `keep_going()` true keeps serving after they end (used by `serve`)."""
+    controller. With `tick`, keep serving: tick(now) is called every loop and returns the ids
+    of campaigns it started, which are driven too (this is `serve`)."""
     driver = st.driver_name()
     for cid in campaign_ids:
         st.claim(store, cid, driver, time.time())
+    claimed = list(campaign_ids)
     ing = farm.ingestor(store, broker)
     ing.start()
     try:
@@ -118,16 +120,26 @@ def drive(
                 "(`halo-coord broker status`)"
             )
         with Controller(store, broker) as controller:
-            runners = {cid: Runner(store, cid, controller.send) for cid in campaign_ids}
-            for runner in runners.values():
-                runner.resume()
+            runners: dict[str, Runner] = {}
+
+            def add(cid: str) -> None:
+                runners[cid] = Runner(store, cid, controller.send)
+                runners[cid].resume()
+
+            for cid in campaign_ids:
+                add(cid)
             last_touch = last_progress = 0.0
-            while runners or keep_going():
+            while runners or tick is not None:
+                now = time.time()
+                if tick is not None:
+                    for cid in tick(now):
+                        st.claim(store, cid, driver, now)
+                        claimed.append(cid)
+                        add(cid)
                 for cid in [c for c, r in runners.items() if r.step()]:
                     if on_progress is not None:
                         on_progress(cid, runners[cid].progress())
                     del runners[cid]
-                now = time.time()
                 if now - last_touch >= TOUCH_S:
                     for cid in runners:
                         st.touch(store, cid, driver, now)
@@ -138,6 +150,6 @@ def drive(
                     last_progress = now
                 time.sleep(POLL_S)
     finally:
-        for cid in campaign_ids:
+        for cid in claimed:
             st.release(store, cid, driver)
         ing.stop()

@@ -187,3 +187,103 @@ zoo = {{ space = "nb201", sample = 40, seed = 2 }}
     assert states["cancelled"] > 0 and states["done"] >= 2
     again = coord("campaign", "cancel", cid, env=env)
     assert again.returncode == 2 and "already cancelled" in again.stderr
+
+
+def _done(env: dict) -> int:
+    try:
+        with db(env) as con:
+            return con.execute(
+                "SELECT count(*) FROM campaign_jobs WHERE state = 'done' AND kind = 'measure'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_done(env: dict, n: int, proc, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while _done(env) < n:
+        assert proc.poll() is None, "the campaign driver exited early"
+        assert time.monotonic() < deadline, f"only {_done(env)} of {n} jobs done"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_acceptance_three_agents_sixty_models_broker_restart_and_coordinator_kill(farm, tmp_path):
+    """3 agents with simulated power boards x 60 nb201 models; the broker is restarted and
+    the coordinator SIGKILLed mid-run; `--resume` finishes it. Every planned measurement is
+    stored exactly once and the datasets have the shape of an uninterrupted run."""
+    from tests.coordinator.farm_support import coord_popen
+
+    start, env, broker = farm
+    devices = ("acc-a", "acc-b", "acc-c")
+    start(*devices, board="tx2-jp4")
+    n_models, reps = 60, 1
+    path = campaign_file(
+        tmp_path,
+        f"""
+name = "acceptance"
+repetitions = {reps}
+[devices]
+ids = {json.dumps(list(devices))}
+[models]
+zoo = {{ space = "nb201", sample = {n_models}, seed = 5 }}
+[canary]
+models = 1
+every = 30
+{FAST_BENCH}
+""",
+    )
+    expected = len(devices) * n_models * reps
+    proc = coord_popen("campaign", "run", str(path), env=env, log=tmp_path / "run1.log")
+    try:
+        _wait_done(env, expected // 5, proc)
+        broker.stop()
+        time.sleep(2.0)
+        broker.start()
+        _wait_done(env, expected // 2, proc)
+        proc.kill()  # SIGKILL: no cleanup at all
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = _done(env)
+    assert killed_at < expected
+    time.sleep(3.0)  # agents keep finishing what they hold; their results wait in the broker
+    out = coord("campaign", "run", str(path), "--resume", "--json", env=env, timeout=900)
+    assert out.returncode == 0, out.stderr + (tmp_path / "run1.log").read_text()[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["state"] == "done"
+    assert {d["device"]: (d["done"], d["failed"]) for d in doc["devices"]} == {
+        d: (n_models * reps, 0) for d in devices
+    }
+    with db(env) as con:
+        # each planned measurement has exactly one accepted result, and none is shared
+        accepted = con.execute(
+            "SELECT j.device, m.arch, r.result_id, r.cmd_id FROM campaign_jobs j "
+            "JOIN results r ON r.result_id = j.result_id "
+            "JOIN models m ON m.sha256 = j.model_sha256 WHERE j.kind = 'measure'"
+        ).fetchall()
+        assert len(accepted) == expected
+        assert len({a[2] for a in accepted}) == expected
+        shape = {(a[0], a[1]) for a in accepted}
+        archs = {r[0] for r in con.execute(
+            "SELECT DISTINCT m.arch FROM campaign_jobs j JOIN models m "
+            "ON m.sha256 = j.model_sha256 WHERE j.kind = 'measure'"
+        )}  # fmt: skip
+        assert len(archs) == n_models
+        assert shape == {(d, a) for d in devices for a in archs}
+        # no command ran twice: one result per command id at most
+        dupes = con.execute(
+            "SELECT cmd_id, count(*) FROM results GROUP BY cmd_id HAVING count(*) > 1"
+        ).fetchall()
+        assert dupes == []
+        # every result stored belongs to a command the campaign sent
+        stray = con.execute(
+            "SELECT count(*) FROM results WHERE cmd_id NOT IN "
+            "(SELECT cmd_id FROM campaign_attempts)"
+        ).fetchone()[0]
+        assert stray == 0
+        attempts = dict(con.execute(
+            "SELECT attempt, count(*) FROM campaign_jobs GROUP BY attempt"
+        ).fetchall())  # fmt: skip
+    print(f"\nacceptance: {killed_at}/{expected} done at the kill; attempts {attempts}")
