@@ -294,6 +294,11 @@ def run_bench(
 @click.option("--job", help="Job or command id.")
 @click.option("--limit", type=click.IntRange(1), help="At most this many (oldest first).")
 @click.option("--no-sync", is_flag=True, help="Do not collect pending results from the broker.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a PNG of the power trace of the (first) matching result with energy.",
+)
 @broker_option
 @store_option
 @json_option
@@ -303,6 +308,7 @@ def results(
     job: str | None,
     limit: int | None,
     no_sync: bool,
+    plot: Path | None,
     broker_url: str | None,
     store_path: Path | None,
     as_json: bool,
@@ -312,17 +318,36 @@ def results(
     \b
     Example:
       halo-coord results --device pi4-01 --json
+      halo-coord results --job 3f2a --plot power.png
     """
     with Store(store_path) as store:
         if not no_sync:
             farm.sync(store, resolve_broker(broker_url))
         rows = store.results(device=device, model=model, job=job, limit=limit)
+    if plot is not None:
+        plot_power_trace(rows, plot)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
     elif rows:
         click.echo(results_table(rows))
     else:
         click.echo("no results")
+
+
+def plot_power_trace(rows: list[ResultRow], out: Path) -> None:
+    """The total-power trace of the first result that has one (idle baseline at t < 0)."""
+    from coordinator.plots import power_trace
+
+    for r in rows:
+        energy = json.loads(r.payload).get("energy") or {}
+        trace = energy.get("trace")
+        if trace and trace.get("t_s"):
+            method = energy.get("method", "?")
+            title = f"{r.device} {r.model_name}: total power ({method})"
+            power_trace(trace["t_s"], {"total": trace["total_mw"]}, out, title)
+            click.echo(f"power trace of result {r.result_id} written to {out}", err=True)
+            return
+    raise UserError("no matching result has a power trace (measure with --power)")
 
 
 @click.command()

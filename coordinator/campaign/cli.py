@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from coordinator import farm
-from coordinator.campaign import session
+from coordinator.campaign import schedule, session
 from coordinator.campaign import state as st
 from coordinator.campaign.plan import configs, reference_archs
 from coordinator.campaign.runner import DeviceProgress, progress
@@ -37,12 +37,6 @@ def model_count(campaign: Campaign) -> int:
     if models.kind == "reference":
         return len(reference_archs())
     return models.sample
-
-
-def next_run(cron: str, now: dt.datetime) -> dt.datetime:
-    from croniter import croniter
-
-    return croniter(cron, now).get_next(dt.datetime)
 
 
 def summary(campaign: Campaign, now: dt.datetime | None = None) -> dict:
@@ -75,7 +69,8 @@ def summary(campaign: Campaign, now: dt.datetime | None = None) -> dict:
     }
     if campaign.cron:
         now = now or dt.datetime.now(dt.timezone.utc)
-        out["next_run_utc"] = next_run(campaign.cron, now).isoformat()
+        fire = schedule.next_fire(campaign.cron, now.timestamp())
+        out["next_run_utc"] = dt.datetime.fromtimestamp(fire, dt.timezone.utc).isoformat()
     return out
 
 

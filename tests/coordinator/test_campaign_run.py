@@ -287,3 +287,64 @@ every = 30
             "SELECT attempt, count(*) FROM campaign_jobs GROUP BY attempt"
         ).fetchall())  # fmt: skip
     print(f"\nacceptance: {killed_at}/{expected} done at the kill; attempts {attempts}")
+
+
+def test_serve_resumes_an_unfinished_campaign_and_stops_cleanly(farm, tmp_path):
+    """A `campaign run` killed mid-way is finished by `halo-coord serve`, which also exits
+    cleanly on SIGTERM; serve refuses a campaign file without a schedule."""
+    import signal
+
+    from tests.coordinator.farm_support import coord_popen
+
+    start, env, _ = farm
+    start("serve-a")
+    path = campaign_file(tmp_path, f"""
+name = "served"
+[devices]
+ids = ["serve-a"]
+[models]
+zoo = {{ space = "nb201", sample = 8, seed = 3 }}
+{FAST_BENCH}
+""")
+    no_cron = coord("serve", "--campaign", str(path), env=env)
+    assert no_cron.returncode == 2 and "no [schedule]" in no_cron.stderr
+    run = coord_popen("campaign", "run", str(path), env=env, log=tmp_path / "run.log")
+    _wait_done(env, 2, run)
+    run.kill()
+    run.wait()
+    serve = coord_popen("serve", env=env, log=tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 120
+        while _done(env) < 8:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        status = json.loads(coord("campaign", "status", "--json", env=env).stdout)
+        deadline = time.monotonic() + 30
+        while status["state"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.3)
+            status = json.loads(coord("campaign", "status", "--json", env=env).stdout)
+        assert status["state"] == "done"
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    text = (tmp_path / "serve.log").read_text()
+    assert "resuming served-" in text and "done" in text
+
+
+def test_onboard_measures_the_reference_architectures(farm, tmp_path):
+    start, env, _ = farm
+    start("onb-1")
+    out = coord("onboard", "onb-1", "--repetitions", "1", "--min-runs", "3",
+                "--min-seconds", "0", "--json", env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    indices = [e["index"] for e in doc["embedding"]]
+    assert indices == [11982, 431, 55, 9, 14451, 8636, 9881, 13479, 6196, 1462]
+    lat = [e["latency_ms"] for e in doc["embedding"]]
+    assert all(v is not None and v > 0 for v in lat)
+    norm = [e["normalised"] for e in doc["embedding"]]
+    assert min(norm) == 0.0 and max(norm) == 1.0
+    assert norm[lat.index(max(lat))] == 1.0

@@ -131,6 +131,14 @@ def test_report_total_rail_energy_idle_and_per_inference():
     assert report["integration_check"]["flagged"] is False
     assert report["rails"]["VDD_SYS_CPU"]["mean_mw"] == 999.0
     assert report["total"]["rails"] == ["VDD_IN"]
+    # the plotted trace: idle first (t < 0), then the window; bins averaged, never invented
+    trace = report["trace"]
+    assert 0 < len(trace["t_s"]) == len(trace["total_mw"]) <= 400
+    assert trace["t_s"] == sorted(trace["t_s"])
+    assert trace["t_s"][0] < 0 < trace["t_s"][-1] <= 1.9
+    idle_part = [v for t, v in zip(trace["t_s"], trace["total_mw"]) if t < -0.15]
+    busy_part = [v for t, v in zip(trace["t_s"], trace["total_mw"]) if t > 0]
+    assert set(idle_part) == {2000.0} and set(busy_part) == {5000.0}
 
 
 def test_report_leaves_out_samples_missing_a_total_rail():
