@@ -17,6 +17,7 @@ import click  # noqa: E402
 from coordinator.broker_cli import broker  # noqa: E402
 from coordinator.campaign.cli import campaign  # noqa: E402
 from coordinator.campaign.onboard import onboard  # noqa: E402
+from coordinator.dataset.cli import dataset  # noqa: E402
 from coordinator.demo import demo  # noqa: E402
 from coordinator.errors import UserError  # noqa: E402
 from coordinator.farm_cli import bench, devices, export, results  # noqa: E402
@@ -37,7 +38,19 @@ def cli() -> None:
     """
 
 
-for _command in (demo, broker, devices, bench, results, export, campaign, serve, onboard, zoo):
+for _command in (
+    demo,
+    broker,
+    devices,
+    bench,
+    results,
+    export,
+    campaign,
+    serve,
+    onboard,
+    dataset,
+    zoo,
+):
     cli.add_command(_command)
 
 

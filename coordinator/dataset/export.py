@@ -43,7 +43,7 @@ def write_csv(rows: Iterable[Row], fh: IO[str]) -> int:
     writer.writerow(COLUMNS)
     n = 0
     for r in rows:
-        writer.writerow([cell(v) for v in r.values().values()])
+        writer.writerow(map(cell, r.cells()))
         n += 1
     return n
 

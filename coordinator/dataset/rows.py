@@ -4,7 +4,7 @@ and how a user names one (the readable id or a unique prefix of it)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from coordinator.errors import UserError
 
@@ -40,7 +40,7 @@ IMPORTED = "imported"
 MAX_CANDIDATES = 5
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DatasetKey:
     space: str
     dataset: str
@@ -64,7 +64,7 @@ class DatasetKey:
         return f"t{self.threads}-{self.dtype}-{self.delegate}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Aggregate:
     """One arch's figures in one dataset (measured: over its results; imported: as given)."""
 
@@ -81,7 +81,7 @@ class Aggregate:
     n_results: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One (dataset, arch) row as exported."""
 
@@ -105,26 +105,18 @@ class Row:
 
     def values(self) -> dict[str, object]:
         """The COLUMNS of this row, in order."""
+        return dict(zip(COLUMNS, self.cells(), strict=True))
+
+    def cells(self) -> tuple:
+        """The COLUMNS' values as a tuple (what the writers of large tables use)."""
         k, f = self.key, self.figures
-        out: dict[str, object] = {
-            "space": k.space,
-            "dataset": k.dataset,
-            "arch": self.arch,
-            "index": self.index,
-        }
-        out.update((name.name, getattr(f, name.name)) for name in fields(Aggregate))
-        out.update(
-            macs=self.macs,
-            params=self.params,
-            device=k.device,
-            runtime=k.runtime,
-            runtime_version=k.runtime_version,
-            threads=k.threads,
-            dtype=k.dtype,
-            delegate=k.delegate,
-            drift_flagged=self.drift_flagged,
-        )
-        return out
+        return (
+            k.space, k.dataset, self.arch, self.index, f.latency_p50_ms, f.latency_p90_ms,
+            f.latency_mean_ms, f.latency_std_ms, f.latency_rep_cv, f.energy_mj, f.energy_dyn_mj,
+            f.power_mw, f.energy_method, f.n_runs, f.n_results, self.macs, self.params,
+            k.device, k.runtime, k.runtime_version, k.threads, k.dtype, k.delegate,
+            self.drift_flagged,
+        )  # fmt: skip
 
 
 def arch_order(index: int | None, arch: str) -> tuple:

@@ -18,8 +18,8 @@ from coordinator.store import Store
 
 DELEGATE_XNNPACK = "xnnpack"
 DELEGATE_NONE = "none"
-# Columns of `imported` that a lossless round trip of our own CSV needs but the schema may not
-# have yet; read (and written by the importer) when present.
+# Columns of `imported` beyond the long format's own, which our CSV export carries so that
+# exporting, importing and exporting again gives the same file.
 EXTRA_IMPORTED = ("latency_rep_cv", "energy_method", "macs", "params", "drift_flagged")
 
 _MEASURED_SQL = """
@@ -80,41 +80,34 @@ def measured_results(
     return out
 
 
-def imported_columns(store: Store) -> set[str]:
-    return {row[1] for row in store.query("PRAGMA table_info(imported)")}
-
-
 def imported_rows(
     store: Store, *, space: str | None = None, device: str | None = None
 ) -> list[Row]:
-    extras = [c if c in imported_columns(store) else "NULL" for c in EXTRA_IMPORTED]
     where, args = _filters(space, device, {"space": "space", "device": "device"})
     rows = store.query(
         "SELECT space, dataset, device, runtime, runtime_version, threads, dtype, delegate, "
         "arch, arch_index, latency_ms, latency_p90_ms, latency_mean_ms, latency_std_ms, "
         "energy_mj, energy_dyn_mj, power_mw, n_runs, n_results, "
-        f"{', '.join(extras)} FROM imported WHERE 1 = 1{where}",
+        f"{', '.join(EXTRA_IMPORTED)} FROM imported WHERE 1 = 1{where}",
         args,
     )
     sizes = model_sizes(store)
+    keys: dict[tuple, DatasetKey] = {}  # one key object per dataset, not per row
+    unknown = (None, None)
     out = []
-    for (*key, arch, index, p50, p90, mean, std, e, e_dyn, p_mw, n_runs, n_results, cv,
-         method, macs, params, flagged) in rows:  # fmt: skip
-        k = DatasetKey(*key)
-        known = sizes.get((k.space, arch, k.dataset), (None, None))
+    for row in rows:
+        k = keys.get(row[:8])
+        if k is None:
+            k = keys[row[:8]] = DatasetKey(*row[:8])
+        (arch, index, p50, p90, mean, std, e, e_dyn, p_mw, n_runs, n_results, cv, method,
+         macs, params, flagged) = row[8:]  # fmt: skip
+        if macs is None or params is None:
+            known = sizes.get((k.space, arch, k.dataset), unknown) if sizes else unknown
+            macs = known[0] if macs is None else macs
+            params = known[1] if params is None else params
         figures = Aggregate(p50, p90, mean, std, cv, e, e_dyn, p_mw, method, n_runs, n_results)
-        out.append(
-            Row(
-                k,
-                arch,
-                index,
-                figures,
-                macs=known[0] if macs is None else macs,
-                params=known[1] if params is None else params,
-                drift_flagged=None if flagged is None else bool(flagged),
-                origin=IMPORTED,
-            )
-        )
+        flag = None if flagged is None else bool(flagged)
+        out.append(Row(k, arch, index, figures, macs, params, flag, IMPORTED))
     return out
 
 
