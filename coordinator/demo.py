@@ -1,8 +1,9 @@
 """`halo-coord demo`: a whole farm on this machine, end to end.
 
 A private mosquitto on a free loopback port, this machine as the device (a `halo-agent run`
-subprocess), a few NAS-Bench-201 models from the zoo, benchmarked through the broker exactly as
-a real board would be, the results table, and everything stopped again.
+subprocess), a small campaign of NAS-Bench-201 models from the zoo, run through the broker
+exactly as on a real board, the resulting dataset table and a PNG plot, and everything stopped
+again.
 
 Energy comes from a simulated board (:mod:`power.simboard`, a Jetson TX2 by default): its INA3221
 sysfs tree is written under the demo directory and its total rail follows the CPU load of the
@@ -25,16 +26,17 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
-import numpy as np
 
 from coordinator import farm
 from coordinator.broker import BrokerConfig, ManagedBroker
+from coordinator.campaign import session
+from coordinator.campaign.canary import drift
+from coordinator.campaign.cli import LiveProgress
 from coordinator.connect import BrokerTarget
+from coordinator.dataset.cli import rows_table
+from coordinator.dataset.select import load
 from coordinator.errors import UserError
-from coordinator.farm_cli import results_table, run_bench, spec_factory
 from coordinator.store import Store
-from coordinator.zoo.generate import Generator, make_spec
-from coordinator.zoo.spaces import nb201
 from power.boards import rail_policy
 from power.simboard import LAYOUTS, Driver, FollowLoad, SimBoard, rail_names
 
@@ -151,14 +153,42 @@ def wait_online(store: Store, broker: BrokerTarget, device: str, proc, log_path:
     raise UserError(f"the local agent did not come online: {_log_tail(log_path)}")
 
 
-def generate_models(out: Path, n: int, seed: int) -> list[Path]:
-    archs = nb201.sample(np.random.default_rng(seed), n)
-    paths = []
-    with Generator(out) as gen:
-        for arch in archs:
-            row, _ = gen.add(make_spec("nb201", arch, dtype="float32", dataset="cifar10"))
-            paths.append(out / row["file"])
-    return paths
+def campaign_text(device: str, n_models: int, seed: int, timing: dict, energy: bool) -> str:
+    """A small campaign: n nb201 models, one canary measured first and last."""
+    lines = [
+        'name = "demo"',
+        "repetitions = 1",
+        "",
+        "[devices]",
+        f'ids = ["{device}"]',
+        "",
+        "[models]",
+        f'zoo = {{ space = "nb201", sample = {n_models}, seed = {seed}, dataset = "cifar10" }}',
+        "",
+        "[bench]",
+        "threads = [1]",
+        *(f"{k} = {v!r}" for k, v in timing.items()),
+        f"energy = {str(energy).lower()}",
+    ]
+    if energy:
+        lines += [f"idle_seconds = {DEMO_IDLE_S}", f"energy_seconds = {DEMO_ENERGY_S}"]
+    lines += ["", "[canary]", "models = 1", f"every = {n_models}", ""]
+    return "\n".join(lines)
+
+
+def plot_dataset(datasets, out: Path) -> Path | None:
+    """Latency against MACs of the demo's dataset; None (with a note) without matplotlib."""
+    from coordinator import plots
+
+    points = {
+        d.key.device: [(r.macs, r.figures.latency_p50_ms) for r in d.rows if r.macs]
+        for d in datasets
+    }
+    try:
+        return plots.latency_vs_macs(points, out, "halofarm demo: nb201 p50 latency vs MACs")
+    except UserError as exc:
+        click.echo(f"note: no plot: {exc}", err=True)
+        return None
 
 
 @click.command()
@@ -179,7 +209,14 @@ def generate_models(out: Path, n: int, seed: int) -> list[Path]:
     help="Simulated board whose INA3221 rails the agent reads.",
 )
 @click.option("--no-power", is_flag=True, help="Latency only: no simulated board, no energy.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("halofarm-demo.png"),
+    show_default=True,
+    help="Where to write the latency-vs-MACs plot of the dataset.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the dataset and results as JSON.")
 def demo(
     n_models: int,
     seed: int,
@@ -188,11 +225,13 @@ def demo(
     keep: Path | None,
     board: str,
     no_power: bool,
+    plot: Path,
     as_json: bool,
 ) -> None:
     """Run a one-machine farm end to end: a private broker on a free loopback port, this
-    machine as the device, a few nb201 models benchmarked through the broker, with energy from
-    a simulated board whose power follows the agent's CPU load (labelled "simulated").
+    machine as the device, a small campaign of nb201 models run through the broker, with energy
+    from a simulated board whose power follows the agent's CPU load (labelled "simulated");
+    ends with the dataset table and a PNG plot.
 
     \b
     Example:
@@ -200,6 +239,7 @@ def demo(
       halo-coord demo --board orin-nx-jp5 --json
     """
     say = (lambda *_: None) if as_json else (lambda m: click.echo(m, err=True))
+    started = time.monotonic()
     with ExitStack() as stack:
         if keep is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="halofarm-demo-")))
@@ -217,24 +257,37 @@ def demo(
         if board_root is not None:
             follow(proc.pid)
             say(f"board    simulated {board} in {board_root}, power following pid {proc.pid}")
-        models = generate_models(root / "models", n_models, seed)
-        say(f"models   {len(models)} nb201 cifar10 float32 in {root / 'models'}")
         store = stack.enter_context(Store(root / "store.sqlite"))
         wait_online(store, broker, device, proc, log_path)
-        energy = (
-            {}
-            if no_power
-            else {
-                "power": "auto",
-                "idle_seconds": DEMO_IDLE_S,
-                "energy_seconds": DEMO_ENERGY_S,
-            }
-        )
-        spec_for = spec_factory(min_runs=min_runs, min_seconds=min_seconds, **energy)
-        rows = run_bench(store, broker, [device], models, spec_for, True, 600.0, quiet=as_json)
+        file = root / "demo-campaign.toml"
+        timing = {"min_runs": min_runs, "min_seconds": min_seconds}
+        file.write_text(campaign_text(device, n_models, seed, timing, not no_power))
+        record = session.start(store, file, time.time())
+        say(f"campaign {record.campaign_id}: {n_models} nb201 cifar10 float32 models + a canary "
+            f"({file})")  # fmt: skip
+        session.drive(store, broker, [record.campaign_id], None if as_json else LiveProgress())
+        datasets = load(store)
+        drifts = drift(store, record.campaign_id)
+        results = store.results()
+        failed = [r for r in results if r.status != "ok"]
+        written = None if as_json else plot_dataset(datasets, plot)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        click.echo(json.dumps({
+            "campaign_id": record.campaign_id,
+            "datasets": [{"id": d.id, "rows": [r.values() for r in d.rows]} for d in datasets],
+            "results": [r.to_dict() for r in results],
+        }, indent=2))  # fmt: skip
     else:
-        click.echo(results_table(rows))
-    if any(r.status != "ok" for r in rows):
+        for d in datasets:
+            click.echo(f"\ndataset {d.id}")
+            click.echo(rows_table(d.rows))
+        for d in drifts:
+            if d.flagged:
+                click.echo(f"drift: {d.device}'s canary p50 moved {d.max_abs_drift:.1%} between "
+                           f"its measurements (threshold {d.threshold:.0%}): its rows are "
+                           "flagged")  # fmt: skip
+        if written is not None:
+            click.echo(f"\nplot: {written}")
+        say(f"demo took {time.monotonic() - started:.0f} s")
+    if failed:
         sys.exit(1)

@@ -158,7 +158,7 @@ def progress_table(rows: list[DeviceProgress]) -> str:
     )  # fmt: skip
 
 
-class _LiveProgress:
+class LiveProgress:
     """Progress on stderr: redrawn in place on a terminal, else a line per device whenever
     its count moves (at most every few seconds), so logs stay readable."""
 
@@ -235,7 +235,7 @@ def run(file: Path, resume: bool, broker_url, store_path, as_json: bool) -> None
             sys.exit(2)
         cid = record.campaign_id
         click.echo(f"campaign {cid}: {'resumed' if resume else 'started'}", err=True)
-        live = _LiveProgress()
+        live = LiveProgress()
         try:
             session.drive(store, broker, [cid], None if as_json else live)
         except KeyboardInterrupt:

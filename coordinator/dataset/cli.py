@@ -145,7 +145,7 @@ def _arch_of(d: Dataset, text: str) -> Row:
     raise UserError(f"--arch: {arch} is not in dataset {d.id}")
 
 
-def _rows_table(rows: list[Row]) -> str:
+def rows_table(rows: list[Row]) -> str:
     energy = any(r.figures.energy_mj is not None for r in rows)
     header = ["arch", "index", "p50 ms", "p90 ms", "mean ms", "std ms", "rep cv", "runs", "res"]
     header += ["mJ/inf", "energy"] if energy else []
@@ -239,7 +239,7 @@ def show(
     click.echo("\n".join(lines))
     if limit:
         click.echo(f"\nfastest {min(limit, len(rows))} of {len(rows)}:")
-        click.echo(_rows_table(rows[:limit]))
+        click.echo(rows_table(rows[:limit]))
 
 
 def _show_arch(d: Dataset, row: Row, stored: list, as_json: bool) -> None:
@@ -258,7 +258,7 @@ def _show_arch(d: Dataset, row: Row, stored: list, as_json: bool) -> None:
         click.echo(json.dumps({"row": row_dict(row), "results": raw}, indent=2))
         return
     click.echo(f"dataset   {d.id}")
-    click.echo(_rows_table([row]))
+    click.echo(rows_table([row]))
     if not raw:
         click.echo("\nan imported row: no results of ours behind it")
         return

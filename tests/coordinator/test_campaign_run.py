@@ -287,6 +287,21 @@ every = 30
             "SELECT attempt, count(*) FROM campaign_jobs GROUP BY attempt"
         ).fetchall())  # fmt: skip
     print(f"\nacceptance: {killed_at}/{expected} done at the kill; attempts {attempts}")
+    # the datasets: one per device, 60 archs each, one measurement per arch (canaries and
+    # superseded attempts left out), as an uninterrupted run would give
+    listed = coord("dataset", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    sets = json.loads(listed.stdout)
+    assert sorted(d["device"] for d in sets) == sorted(devices)
+    exported = coord("dataset", "export", "--format", "csv", env=env)
+    assert exported.returncode == 0, exported.stderr
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert len(rows) == expected
+    assert {(r["device"], r["arch"]) for r in rows} == {(d, a) for d in devices for a in archs}
+    assert {r["n_results"] for r in rows} == {str(reps)}
 
 
 def test_serve_resumes_an_unfinished_campaign_and_stops_cleanly(farm, tmp_path):
@@ -298,14 +313,17 @@ def test_serve_resumes_an_unfinished_campaign_and_stops_cleanly(farm, tmp_path):
 
     start, env, _ = farm
     start("serve-a")
-    path = campaign_file(tmp_path, f"""
+    path = campaign_file(
+        tmp_path,
+        f"""
 name = "served"
 [devices]
 ids = ["serve-a"]
 [models]
 zoo = {{ space = "nb201", sample = 8, seed = 3 }}
 {FAST_BENCH}
-""")
+""",
+    )
     no_cron = coord("serve", "--campaign", str(path), env=env)
     assert no_cron.returncode == 2 and "no [schedule]" in no_cron.stderr
     run = coord_popen("campaign", "run", str(path), env=env, log=tmp_path / "run.log")
