@@ -4,7 +4,8 @@ jobs and wait for them. Used by the `devices`, `bench`, `results` and `demo` com
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,9 @@ def ingestor(store: Store, broker: BrokerTarget, **kwargs) -> Ingestor:
     )
 
 
-def sync(
-    store: Store, broker: BrokerTarget, idle_s: float = 0.5, max_s: float = 15.0
-) -> IngestStats:
-    """Store everything the broker holds for us (queued results and acks, retained status and
-    caps), returning once nothing new has arrived for idle_s."""
+@contextmanager
+def running_ingestor(store: Store, broker: BrokerTarget) -> Iterator[Ingestor]:
+    """The ingest worker, connected and subscribed, stopped (after a final commit) at exit."""
     ing = ingestor(store, broker)
     ing.start()
     try:
@@ -47,6 +46,17 @@ def sync(
                 f"cannot reach the broker at {broker.url}; is it running? "
                 "(`halo-coord broker status`)"
             )
+        yield ing
+    finally:
+        ing.stop()
+
+
+def sync(
+    store: Store, broker: BrokerTarget, idle_s: float = 0.5, max_s: float = 15.0
+) -> IngestStats:
+    """Store everything the broker holds for us (queued results and acks, retained status and
+    caps), returning once nothing new has arrived for idle_s."""
+    with running_ingestor(store, broker) as ing:
         deadline = time.monotonic() + max_s
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
@@ -57,8 +67,6 @@ def sync(
             elif time.monotonic() - quiet_since >= idle_s:
                 break
             time.sleep(0.05)
-    finally:
-        ing.stop()
     return ing.stats()
 
 

@@ -111,15 +111,8 @@ def drive(
     for cid in campaign_ids:
         st.claim(store, cid, driver, time.time())
     claimed = list(campaign_ids)
-    ing = farm.ingestor(store, broker)
-    ing.start()
     try:
-        if not ing.wait_ready(10.0):
-            raise UserError(
-                f"cannot reach the broker at {broker.url}; is it running? "
-                "(`halo-coord broker status`)"
-            )
-        with Controller(store, broker) as controller:
+        with farm.running_ingestor(store, broker), Controller(store, broker) as controller:
             runners: dict[str, Runner] = {}
 
             def add(cid: str) -> None:
@@ -152,4 +145,3 @@ def drive(
     finally:
         for cid in claimed:
             st.release(store, cid, driver)
-        ing.stop()

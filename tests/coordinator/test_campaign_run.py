@@ -85,9 +85,11 @@ threshold = 5.0
     assert listed.returncode == 0, listed.stderr
     [entry] = json.loads(listed.stdout)
     assert (entry["state"], entry["done"], entry["jobs"]) == ("done", 6, 6)
-    status = coord("campaign", "status", entry["campaign_id"][:8], env=env)
+    png = tmp_path / "progress.png"
+    status = coord("campaign", "status", entry["campaign_id"][:8], "--plot", str(png), env=env)
     assert status.returncode == 0, status.stderr
     assert "camp-a" in status.stdout and "6/6" in status.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
     # The same file again is a new run; resuming a finished campaign is an error.
     again = coord("campaign", "run", str(path), "--resume", env=env)
@@ -366,3 +368,38 @@ def test_onboard_measures_the_reference_architectures(farm, tmp_path):
     norm = [e["normalised"] for e in doc["embedding"]]
     assert min(norm) == 0.0 and max(norm) == 1.0
     assert norm[lat.index(max(lat))] == 1.0
+
+
+def test_ctrl_c_leaves_the_run_resumable(farm, tmp_path):
+    import signal
+
+    from tests.coordinator.farm_support import coord_popen
+
+    start, env, _ = farm
+    start("int-a")
+    path = campaign_file(
+        tmp_path,
+        f"""
+name = "interrupted"
+[devices]
+ids = ["int-a"]
+[models]
+zoo = {{ space = "nb201", sample = 6, seed = 4 }}
+{FAST_BENCH}
+""",
+    )
+    log = tmp_path / "run.log"
+    proc = coord_popen("campaign", "run", str(path), env=env, log=log)
+    _wait_done(env, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130
+    text = log.read_text()
+    assert "the run stays resumable" in text and "Traceback" not in text
+    fresh = coord("campaign", "run", str(path), env=env)
+    assert fresh.returncode == 2 and "--resume" in fresh.stderr  # no second run beside it
+    out = coord("campaign", "run", str(path), "--resume", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    [dev] = json.loads(out.stdout)["devices"]
+    assert (dev["done"], dev["failed"]) == (6, 0)
+    with db(env) as con:
+        assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 6
