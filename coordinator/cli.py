@@ -14,6 +14,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import click  # noqa: E402
 
+from coordinator.analysis.cli import analyze  # noqa: E402
 from coordinator.broker_cli import broker  # noqa: E402
 from coordinator.campaign.cli import campaign  # noqa: E402
 from coordinator.campaign.onboard import onboard  # noqa: E402
@@ -49,6 +50,7 @@ for _command in (
     serve,
     onboard,
     dataset,
+    analyze,
     zoo,
 ):
     cli.add_command(_command)

@@ -112,3 +112,28 @@ def campaign_progress(series: dict[str, list[tuple[float, int]]], out: Path, tit
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     return out
+
+
+def rank_heatmap(
+    labels: list[str], matrix: list[list[float | None]], out: Path, title: str
+) -> Path:
+    """A square matrix of correlations in [-1, 1] (e.g. Spearman between devices), each cell
+    annotated with its value; None cells are left blank and marked '-'."""
+    if not labels:
+        raise _nothing("no rows")
+    if any(len(row) != len(labels) for row in matrix) or len(matrix) != len(labels):
+        raise ValueError(f"matrix is not {len(labels)} x {len(labels)}")
+    values = [[float("nan") if v is None else v for v in row] for row in matrix]
+    side = max(5.0, 1.5 + 0.45 * len(labels))
+    with _figure(out, title, (side + 1.0, side)) as ax:
+        image = ax.imshow(values, vmin=-1.0, vmax=1.0, cmap="RdYlGn")
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ticks = range(len(labels))
+        ax.set_xticks(ticks, labels=labels, fontsize=7, rotation=90)
+        ax.set_yticks(ticks, labels=labels, fontsize=7)
+        size = 7 if len(labels) <= 12 else 5
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                text = "-" if v is None else f"{v:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=size)
+    return out

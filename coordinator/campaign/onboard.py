@@ -9,6 +9,7 @@ campaign (named ``onboard-DEVICE``, file kept next to the store), so it is resum
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 
@@ -54,11 +55,8 @@ def embedding(store: Store, campaign_id: str) -> list[dict]:
         index[arch] = idx
     out = []
     for arch in reference_archs():
-        values = sorted(by_arch.get(arch, []))
-        median = None
-        if values:
-            mid = len(values) // 2
-            median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        values = by_arch.get(arch)
+        median = statistics.median(values) if values else None
         out.append({"index": index.get(arch), "arch": arch, "latency_ms": median})
     known = [e["latency_ms"] for e in out if e["latency_ms"] is not None]
     lo, hi = (min(known), max(known)) if known else (0.0, 0.0)

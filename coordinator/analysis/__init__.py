@@ -1,0 +1,1 @@
+"""Analyses across datasets: cross-device latency monotonicity (rank agreement, proxies)."""
