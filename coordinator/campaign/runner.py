@@ -128,32 +128,29 @@ class Runner:
     # -- one step ------------------------------------------------------------------------------
 
     def step(self) -> bool:
-        """Settle what has arrived and start what may start; True once the campaign is over."""
+        """Settle what has arrived and start what may start; True once the campaign is over.
+
+        Reads only the jobs in flight and each device's next job, so a step costs the same
+        with a hundred jobs left or a hundred thousand."""
         now = self.clock()
         record = st.get(self.store, self.campaign_id)
         if record is None or record.state != st.RUNNING:
             return True
-        open_jobs = st.jobs(self.store, self.campaign_id, (st.PENDING, st.SENT))
-        if not open_jobs:
+        for job in st.jobs(self.store, self.campaign_id, (st.SENT,)):
+            self._settle(job, now)
+        busy = st.devices_in_flight(self.store, self.campaign_id)
+        pending = st.pending_devices(self.store, self.campaign_id)  # device -> soonest start
+        if not busy and not pending:
             st.finish(self.store, self.campaign_id, now)
             return True
-        by_device: dict[str, list[st.CampaignJob]] = {}
-        for job in open_jobs:
-            by_device.setdefault(job.device, []).append(job)
+        ready = st.next_ready(self.store, self.campaign_id, now)
         hbs = {d.device: (d.last_hb, d.hb_at) for d in self.store.devices()}
-        for device, jobs in by_device.items():
-            for job in jobs:
-                if job.state == st.SENT:
-                    self._settle(job, now)  # moves it on in place once its outcome is in
-            if any(j.state == st.SENT for j in jobs):
+        for device, soonest in pending.items():
+            if device in busy:
                 self.waiting.pop(device, None)
                 continue
-            pending = [j for j in jobs if j.state == st.PENDING]
-            ready = [j for j in pending if (j.not_before or 0.0) <= now]
-            if not pending:
-                continue
-            if not ready:
-                soonest = min(j.not_before or now for j in pending)
+            job = ready.get(device)
+            if job is None:
                 self.waiting[device] = f"retry backoff {soonest - now:.0f} s"
                 continue
             hb, hb_at = hbs.get(device, (None, None))
@@ -164,7 +161,7 @@ class Runner:
                 self.waiting[device] = gate.reason
                 continue
             self.waiting.pop(device, None)
-            job = st.mark_sent(self.store, ready[0], now)
+            job = st.mark_sent(self.store, job, now)
             self.send(device, self.command(job))
         return False
 

@@ -201,6 +201,38 @@ def jobs(
     return out
 
 
+def devices_in_flight(store: Store, campaign_id: str) -> set[str]:
+    return {r[0] for r in store.query(
+        "SELECT DISTINCT device FROM campaign_jobs WHERE campaign_id = ? AND state = ?",
+        (campaign_id, SENT),
+    )}  # fmt: skip
+
+
+def pending_devices(store: Store, campaign_id: str) -> dict[str, float]:
+    """device -> the earliest time one of its pending jobs may start."""
+    return dict(store.query(
+        "SELECT device, min(coalesce(not_before, 0)) FROM campaign_jobs "
+        "WHERE campaign_id = ? AND state = ? GROUP BY device",
+        (campaign_id, PENDING),
+    ))  # fmt: skip
+
+
+def next_ready(store: Store, campaign_id: str, now: float) -> dict[str, CampaignJob]:
+    """Each device's first pending job (by planned position) that may start at `now`."""
+    # SQLite takes the bare columns of a min() aggregate from the row holding the minimum.
+    rows = store.query(
+        f"SELECT {_JOB_COLUMNS}, min(position) FROM campaign_jobs WHERE campaign_id = ? "
+        "AND state = ? AND coalesce(not_before, 0) <= ? GROUP BY device",
+        (campaign_id, PENDING, now),
+    )
+    out = {}
+    for r in rows:
+        job = CampaignJob(*r[:-1])
+        job.xnnpack = bool(job.xnnpack)
+        out[job.device] = job
+    return out
+
+
 def counts(store: Store, campaign_id: str) -> dict[str, Counter]:
     """device -> Counter of job states (canaries under "canary:<state>")."""
     out: dict[str, Counter] = defaultdict(Counter)
