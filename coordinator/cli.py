@@ -15,6 +15,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import click  # noqa: E402
 
 from coordinator.analysis.cli import analyze  # noqa: E402
+from coordinator.analysis.predict_cli import predict  # noqa: E402
 from coordinator.broker_cli import broker  # noqa: E402
 from coordinator.campaign.cli import campaign  # noqa: E402
 from coordinator.campaign.onboard import onboard  # noqa: E402
@@ -51,6 +52,7 @@ for _command in (
     onboard,
     dataset,
     analyze,
+    predict,
     zoo,
 ):
     cli.add_command(_command)

@@ -1,0 +1,348 @@
+"""Few-shot latency predictors for an unseen target device, all behind one interface:
+
+    p = make("ridge", "nb201", seed=0)
+    p.fit(sources)       # {source device: {canonical arch: ms}}: what is known beforehand
+    p.adapt(samples)     # {canonical arch: ms}: the k target measurements, nothing else
+    mean, lo, hi = p.predict(archs)   # arrays in ms, lo <= mean <= hi
+
+Methods (names as in the `halo-coord predict --method` contract):
+* `flops`: MACs-rank baseline. latency = a*MACs + b on the k samples, or log latency =
+  a*log(1 + MMACs) + b, whichever has the smaller leave-one-out (LOO) error on log latency.
+  nb201 only (fbnet MACs are not implemented yet).
+* `ridge`: ridge regression of log latency on standardised architecture features (nb201: op
+  counts, connected, live convs, dead-branch ops, MMACs; fbnet: one-hot + block counts) fitted
+  on the k samples; alpha by exact LOO over a small grid.
+* `nnls`: non-negative combination of the source devices' latencies (plus a free-sign
+  intercept as +1/-1 columns) fitted on the k samples with scipy.optimize.nnls; a query arch
+  must be measured on every source that gets a non-zero weight.
+* `adaproxy`: AdaProxy/OneProxy. The source whose latencies rank the k samples best
+  (Spearman) is the proxy; its linear one-hot model of log latency (fitted on all its data) is
+  transferred: log target = c + a * proxy_model + onehot . delta, with delta strongly
+  L2-penalised (lambda by LOO).
+* `auto`: the method among the above with the smallest LOO RMSE of log latency on the k
+  samples.
+* `help` (HELP meta-learned predictor) and `lut` (per-layer lookup table) are reserved names,
+  not implemented yet: `make` raises a UserError. HELP goes in as another `Predictor` subclass
+  registered in `METHODS`; its `fit` would meta-train on the sources.
+
+Intervals: every method keeps its LOO residuals of log latency on the k samples; with
+s = their RMS, lo/hi = mean * exp(-/+ 1.645 s), a nominal 90 % band for a log-normal error
+(LOO residuals of k points understate the error on unseen archs a little).
+
+Everything is deterministic: no method draws random numbers (`seed` is kept for methods that
+will, e.g. HELP).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from coordinator.analysis import features as feat
+from coordinator.errors import UserError
+
+Z90 = 1.645
+MIN_SAMPLES = 3
+RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+ADAPROXY_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+PROXY_ALPHA = 1e-3  # the proxy's one-hot model is fitted on thousands of archs
+BASELINES = ("flops", "ridge", "nnls")
+IMPLEMENTED = ("auto", "ridge", "nnls", "adaproxy", "flops")
+NOT_IMPLEMENTED = ("help", "lut")
+ALL_METHODS = ("auto", "help", "ridge", "nnls", "adaproxy", "lut", "flops")
+
+
+def not_implemented(method: str) -> UserError:
+    return UserError(f"method {method} is not implemented yet; use {'|'.join(IMPLEMENTED)}")
+
+
+def _ridge(z: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised ridge: argmin |y - Z w|^2 + sum penalty_j w_j^2. Returns (w, exact LOO
+    residuals from the hat matrix)."""
+    a = z.T @ z + np.diag(penalty)
+    inv_zt = np.linalg.solve(a + 1e-12 * np.eye(len(a)), z.T)
+    w = inv_zt @ y
+    h = np.einsum("ij,ji->i", z, inv_zt)
+    loo = (y - z @ w) / np.maximum(1.0 - h, 1e-6)
+    return w, loo
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else math.inf
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = stats.spearmanr(x, y).statistic
+    return -1.0 if math.isnan(rho) else float(rho)
+
+
+class Predictor:
+    """Base class. Subclasses implement `_adapt(archs, y_ms) -> LOO residuals of log ms` and
+    `_mean_log(archs) -> log ms`; `fit` may be overridden to digest the sources."""
+
+    name = "base"
+
+    def __init__(self, space: str, seed: int = 0):
+        feat.check_space(space)
+        self.space = space
+        self.seed = seed
+        self.sources: dict[str, dict[str, float]] = {}
+        self.loo: np.ndarray | None = None
+
+    # -- interface ---------------------------------------------------------------------------
+    def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
+        self.sources = {
+            dev: {a: float(v) for a, v in lat.items() if math.isfinite(v) and v > 0}
+            for dev, lat in sources.items()
+        }
+        return self
+
+    def adapt(self, samples: Mapping[str, float]) -> Predictor:
+        archs = list(samples)
+        y = np.array([samples[a] for a in archs], float)
+        if len(archs) < MIN_SAMPLES:
+            raise UserError(
+                f"{self.name}: {len(archs)} target samples; at least {MIN_SAMPLES} are needed"
+            )
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise UserError(f"{self.name}: target latencies must be finite and positive")
+        self.loo = np.asarray(self._adapt(archs, y), float)
+        return self
+
+    @property
+    def loo_rmse(self) -> float:
+        """RMS of the LOO residuals of log latency on the k samples (inf before adapt)."""
+        return math.inf if self.loo is None else _rms(self.loo)
+
+    def predict(self, archs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.loo is None:
+            raise UserError(f"{self.name}: adapt() with target samples before predict()")
+        m = self._mean_log(list(archs))
+        s = Z90 * self.loo_rmse
+        return np.exp(m), np.exp(m - s), np.exp(m + s)
+
+    # -- to implement ------------------------------------------------------------------------
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Flops(Predictor):
+    name = "flops"
+
+    def __init__(self, space: str, seed: int = 0):
+        super().__init__(space, seed)
+        if space != "nb201":
+            raise UserError(f"method flops needs analytic MACs, implemented for nb201, not {space}")
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        x = feat.macs(self.space, archs) / 1e6
+        ly = np.log(y)
+        ones = np.ones(len(x))
+        # log-log: exact LOO from the hat matrix
+        zl = np.column_stack([ones, np.log1p(x)])
+        wl, loo_log = _ridge(zl, ly, np.array([0.0, 1e-9]))
+        # linear: LOO by refitting, scored on log latency
+        zn = np.column_stack([ones, x])
+        loo_lin = np.empty(len(x))
+        for i in range(len(x)):
+            keep = np.arange(len(x)) != i
+            w, *_ = np.linalg.lstsq(zn[keep], y[keep], rcond=None)
+            loo_lin[i] = ly[i] - math.log(max(float(zn[i] @ w), self._floor(y)))
+        self.w_lin, *_ = np.linalg.lstsq(zn, y, rcond=None)
+        self.w_log, self.floor = wl, self._floor(y)
+        self.log_space = _rms(loo_log) <= _rms(loo_lin)
+        return loo_log if self.log_space else loo_lin
+
+    @staticmethod
+    def _floor(y: np.ndarray) -> float:
+        return 1e-3 * float(np.min(y))
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        x = feat.macs(self.space, archs) / 1e6
+        if self.log_space:
+            return self.w_log[0] + self.w_log[1] * np.log1p(x)
+        return np.log(np.maximum(self.w_lin[0] + self.w_lin[1] * x, self.floor))
+
+
+class Ridge(Predictor):
+    name = "ridge"
+
+    def _x(self, archs: list[str]) -> np.ndarray:
+        x = feat.features(self.space, archs)
+        return x[:, 30:] if self.space == "nb201" else x  # nb201: no one-hot (k is small)
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        x = self._x(archs)
+        self.mu = x.mean(axis=0)
+        sd = x.std(axis=0)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        z = np.column_stack([np.ones(len(x)), (x - self.mu) / self.sd])
+        ly = np.log(y)
+        best = None
+        for alpha in RIDGE_ALPHAS:
+            penalty = np.r_[0.0, np.full(z.shape[1] - 1, alpha)]
+            w, loo = _ridge(z, ly, penalty)
+            if best is None or _rms(loo) < _rms(best[2]) - 1e-12:
+                best = (alpha, w, loo)
+        self.alpha, self.w, loo = best
+        return loo
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        x = (self._x(archs) - self.mu) / self.sd
+        return self.w[0] + x @ self.w[1:]
+
+
+class Nnls(Predictor):
+    name = "nnls"
+
+    def _matrix(self, devices: list[str], archs: list[str]) -> np.ndarray:
+        cols = []
+        for d in devices:
+            lat = self.sources[d]
+            missing = [a for a in archs if a not in lat]
+            if missing:
+                raise UserError(
+                    f"nnls: arch {missing[0]} is not measured on source {d} "
+                    f"({len(missing)} query archs are not); nnls needs every arch on every "
+                    "source it uses"
+                )
+            cols.append([lat[a] for a in archs])
+        n = len(archs)
+        return np.column_stack([*cols, np.ones(n), -np.ones(n)])
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        from scipy.optimize import nnls
+
+        self.devices = sorted(d for d, lat in self.sources.items() if all(a in lat for a in archs))
+        if not self.devices:
+            raise UserError("nnls: no source device has measured all the target samples")
+        a = self._matrix(self.devices, archs)
+        self.floor = 1e-3 * float(np.min(y))
+        ly = np.log(y)
+        loo = np.empty(len(y))
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            w, _ = nnls(a[keep], y[keep])
+            loo[i] = ly[i] - math.log(max(float(a[i] @ w), self.floor))
+        self.w, _ = nnls(a, y)
+        self.used = [d for d, wd in zip(self.devices, self.w, strict=False) if wd > 0]
+        return loo
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        n_dev = len(self.devices)
+        weights = dict(zip(self.devices, self.w[:n_dev], strict=True))
+        a = self._matrix(self.used, archs)
+        w = np.r_[[weights[d] for d in self.used], self.w[n_dev:]]
+        return np.log(np.maximum(a @ w, self.floor))
+
+
+class AdaProxy(Predictor):
+    name = "adaproxy"
+
+    def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
+        super().fit(sources)
+        if not self.sources:
+            raise UserError("adaproxy: no source device given")
+        self.models: dict[str, np.ndarray] = {}
+        for dev, lat in self.sources.items():
+            archs = list(lat)
+            z = np.column_stack([np.ones(len(archs)), feat.onehot(self.space, archs)])
+            ly = np.log(np.array([lat[a] for a in archs]))
+            penalty = np.r_[0.0, np.full(z.shape[1] - 1, PROXY_ALPHA)]
+            a = z.T @ z + np.diag(penalty)
+            self.models[dev] = np.linalg.solve(a, z.T @ ly)
+        return self
+
+    def _proxy_log(self, onehot: np.ndarray) -> np.ndarray:
+        w = self.models[self.proxy]
+        return w[0] + onehot @ w[1:]
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        oh = feat.onehot(self.space, archs)
+        scores = {}
+        for dev in sorted(self.sources):
+            lat = self.sources[dev]
+            if all(a in lat for a in archs):
+                proxy = np.array([lat[a] for a in archs])
+            else:  # not measured there: rank by the source's model instead
+                w = self.models[dev]
+                proxy = w[0] + oh @ w[1:]
+            scores[dev] = _spearman(proxy, y)
+        self.proxy = max(sorted(scores), key=lambda d: scores[d])
+        self.proxy_spearman = scores[self.proxy]
+        z = np.column_stack([np.ones(len(y)), self._proxy_log(oh), oh])
+        ly = np.log(y)
+        best = None
+        for lam in ADAPROXY_LAMBDAS:
+            penalty = np.r_[0.0, 0.0, np.full(oh.shape[1], lam)]
+            w, loo = _ridge(z, ly, penalty)
+            if best is None or _rms(loo) < _rms(best[2]) - 1e-12:
+                best = (lam, w, loo)
+        self.lam, self.w, loo = best
+        return loo
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        oh = feat.onehot(self.space, archs)
+        return self.w[0] + self.w[1] * self._proxy_log(oh) + oh @ self.w[2:]
+
+
+class Auto(Predictor):
+    """The candidate with the smallest LOO RMSE of log latency; candidates that cannot run
+    (flops on fbnet, nnls without a source covering the samples) are skipped."""
+
+    name = "auto"
+    CANDIDATES = ("flops", "ridge", "nnls", "adaproxy")
+
+    def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
+        super().fit(sources)
+        self.fitted: dict[str, Predictor] = {}
+        for m in self.CANDIDATES:
+            try:
+                self.fitted[m] = METHODS[m](self.space, self.seed).fit(self.sources)
+            except UserError:
+                continue
+        return self
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        samples = dict(zip(archs, y, strict=True))
+        self.scores: dict[str, float] = {}
+        for m, p in self.fitted.items():
+            try:
+                p.adapt(samples)
+            except UserError:
+                continue
+            self.scores[m] = p.loo_rmse
+        if not self.scores:
+            raise UserError("auto: no method could be adapted to the target samples")
+        self.chosen = min(self.scores, key=lambda m: (self.scores[m], m))
+        return self.fitted[self.chosen].loo
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        return self.fitted[self.chosen]._mean_log(archs)
+
+
+METHODS: dict[str, type[Predictor]] = {
+    "auto": Auto,
+    "ridge": Ridge,
+    "nnls": Nnls,
+    "adaproxy": AdaProxy,
+    "flops": Flops,
+}
+
+
+def make(method: str, space: str, seed: int = 0) -> Predictor:
+    if method in NOT_IMPLEMENTED:
+        raise not_implemented(method)
+    if method not in METHODS:
+        raise UserError(f"--method: unknown method {method!r} (methods: {'|'.join(ALL_METHODS)})")
+    return METHODS[method](space, seed)

@@ -1,0 +1,384 @@
+"""Few-shot latency predictors (`coordinator.analysis.features/predictors/evaluate`) and
+`halo-coord predict` / `predict eval` on the public NB201 latency table (six device columns
+imported into a real store)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from coordinator.analysis import features as feat
+from coordinator.analysis import predictors as pred
+from coordinator.analysis.evaluate import evaluate
+from coordinator.analysis.predict_cli import predict
+from coordinator.dataset import importer
+from coordinator.dataset.select import load
+from coordinator.errors import UserError
+from coordinator.store import Store
+from coordinator.zoo.analytics import stats
+from coordinator.zoo.generate import build_graph, make_spec
+from coordinator.zoo.spaces import nb201
+from tests.coordinator.test_dataset_support import Run
+
+# ../shared/data next to the repository, as the shared_data fixture finds it
+CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201" / "latency_ms.csv"
+DEVICES = ["pixel3", "samsung_a50", "samsung_s7", "gold_6240", "1080ti_1", "silver_4114"]
+METHODS = ("flops", "ridge", "nnls", "adaproxy", "auto")
+NOT_IMPLEMENTED = "method {} is not implemented yet; use auto|ridge|nnls|adaproxy|flops"
+
+pytestmark = pytest.mark.skipif(not CSV.exists(), reason="public NB201 latency table not here")
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("predict") / "store.db"
+    parsed = importer.parse(CSV, layout="wide", space="nb201", device_columns=DEVICES)
+    assert not parsed.problems
+    with Store(path) as store:
+        importer.write(store, parsed.rows, "latency_ms.csv")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cols(store_path: Path) -> dict[str, dict[str, float]]:
+    with Store(store_path) as store:
+        datasets = load(store, space="nb201")
+    return {d.key.device: {r.arch: r.figures.latency_p50_ms for r in d.rows} for d in datasets}
+
+
+def sources_without(cols: dict, target: str) -> dict[str, dict[str, float]]:
+    return {d: v for d, v in cols.items() if d != target}
+
+
+def run(*args: str | Path) -> Run:
+    """`halo-coord predict ARGS` with halo-coord's error handling (UserError: one line, 2)."""
+    result = CliRunner().invoke(predict, [str(a) for a in args])
+    if isinstance(result.exception, UserError):
+        message = str(result.exception)
+        assert "\n" not in message
+        return Run(2, result.stdout, result.stderr + f"halo-coord: error: {message}\n")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Run(result.exit_code, result.stdout, result.stderr)
+
+
+# -- features --------------------------------------------------------------------------------
+
+
+def test_analytic_macs_equal_the_zoo_graphs() -> None:
+    rng = np.random.default_rng(0)
+    indices = [0, 1, 2, 10, 105] + [int(i) for i in rng.choice(nb201.SIZE, 15, replace=False)]
+    disconnected = [
+        i for i in range(nb201.SIZE) if not nb201.is_connected(nb201.parse_ops(nb201.from_index(i)))
+    ]
+    indices += disconnected[:3]  # folded by the zoo: 0 MACs
+    archs = [nb201.from_index(i) for i in indices]
+    ours = feat.macs("nb201", archs)
+    zoo = [stats(build_graph(make_spec("nb201", a))[1]).macs for a in archs]
+    assert ours.tolist() == zoo
+    assert 0 in zoo and min(m for m in zoo if m) > 0
+
+
+def test_features_of_all_nb201_archs_are_fast_and_consistent() -> None:
+    archs = nb201.enumerate_all()
+    feat.features("nb201", archs[:1])  # builds the arch table once
+    t0 = time.perf_counter()
+    x = feat.features("nb201", archs)
+    assert time.perf_counter() - t0 < 1.0
+    assert x.shape == (nb201.SIZE, len(feat.NB201_COLUMNS))
+    assert np.all(x[:, :30].reshape(-1, 6, 5).sum(axis=2) == 1)
+    connected = x[:, feat.NB201_COLUMNS.index("connected")]
+    assert int((connected == 0).sum()) == 341  # data/README
+    # index 10: three convs feeding only `none` edges -> disconnected, nothing live
+    ten = feat.features("nb201", ["10"])[0]
+    assert ten[feat.NB201_COLUMNS.index("live_convs")] == 0
+    # the same arch as string and as index
+    assert np.array_equal(feat.features("nb201", [archs[7]]), feat.features("nb201", ["7"]))
+
+
+def test_fbnet_features() -> None:
+    x = feat.features("fbnet", ["0-1-2-3-4-5-6-7-8-0-1-2-3-4-5-6-7-8-8-8-8-8"])
+    assert x.shape == (1, 22 * 9 + 9)
+    assert x[0, :198].sum() == 22 and x[0, 198 + 8] == 6
+
+
+# -- predictors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_gives_ordered_intervals_and_is_deterministic(cols: dict, method: str) -> None:
+    target = cols["1080ti_1"]
+    archs = sorted(target)
+    rng = np.random.default_rng(3)
+    samples = {archs[i]: target[archs[i]] for i in rng.choice(len(archs), 10, replace=False)}
+    query = archs[:2000]
+    out = []
+    for _ in range(2):
+        p = pred.make(method, "nb201", seed=5).fit(sources_without(cols, "1080ti_1"))
+        out.append(p.adapt(samples).predict(query))
+    mean, lo, hi = out[0]
+    assert mean.shape == (2000,)
+    assert np.all(np.isfinite(mean)) and np.all(mean > 0)
+    assert np.all(lo <= mean) and np.all(mean <= hi)
+    for a, b in zip(out[0], out[1], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_help_and_lut_are_not_implemented() -> None:
+    for m in ("help", "lut"):
+        with pytest.raises(UserError, match=NOT_IMPLEMENTED.format(m).replace("|", r"\|")):
+            pred.make(m, "nb201")
+
+
+def test_predicting_all_archs_after_adapt_is_fast(cols: dict) -> None:
+    target = cols["pixel3"]
+    samples = dict(list(sorted(target.items()))[:10])
+    archs = nb201.enumerate_all()
+    for method in METHODS:
+        p = pred.make(method, "nb201").fit(sources_without(cols, "pixel3")).adapt(samples)
+        t0 = time.perf_counter()
+        p.predict(archs)
+        assert time.perf_counter() - t0 < 1.0, method
+
+
+@pytest.mark.parametrize(
+    ("target", "floors"),
+    [
+        # measured (5 draws, k = 10): pixel3 flops .876 ridge .880 nnls .840 adaproxy .850
+        ("pixel3", {"flops": 0.8, "ridge": 0.75, "nnls": 0.75, "adaproxy": 0.75, "auto": 0.8}),
+        # 1080ti_1: flops .791 ridge .955 nnls .879 adaproxy .931 auto .952
+        ("1080ti_1", {"flops": 0.7, "ridge": 0.9, "nnls": 0.8, "adaproxy": 0.85, "auto": 0.9}),
+    ],
+)
+def test_leave_target_out_spearman(cols: dict, target: str, floors: dict[str, float]) -> None:
+    rows = evaluate("nb201", cols[target], sources_without(cols, target), k=10, draws=5)
+    got = {r.method: r.spearman for r in rows}
+    assert set(got) == set(METHODS)
+    for method, floor in floors.items():
+        assert got[method] > floor, (method, got)
+    for r in rows:
+        assert r.draws == 5 and 0 <= r.acc10 <= 1 and r.mape > 0 and r.kendall < r.spearman
+
+
+def test_evaluate_rejects_k_larger_than_the_target(cols: dict) -> None:
+    small = dict(list(cols["pixel3"].items())[:8])
+    with pytest.raises(UserError, match="k = 10 but the target has 8 archs"):
+        evaluate("nb201", small, sources_without(cols, "pixel3"), k=10, draws=1)
+
+
+# -- CLI -------------------------------------------------------------------------------------
+
+
+def write_samples(path: Path, cols: dict, device: str, indices: list[int]) -> Path:
+    lat = cols[device]
+    lines = ["arch,latency_ms"] + [f"{i},{lat[nb201.from_index(i)]!r}" for i in indices]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path, cols: dict) -> dict[str, Path]:
+    samples = write_samples(tmp_path / "target.csv", cols, "pixel3", list(range(100, 1100, 100)))
+    query = tmp_path / "query.txt"
+    query.write_text(f"{nb201.from_index(5)}\n7\n3\n{nb201.from_index(5)}\n")
+    return {"samples": samples, "archs": query, "out": tmp_path / "pred.csv"}
+
+
+def base_args(store_path: Path, files: dict[str, Path]) -> list[str | Path]:
+    args: list[str | Path] = ["--space", "nb201", "--store", store_path]
+    for d in ("samsung_s7", "gold_6240", "1080ti_1"):
+        args += ["--source", d]
+    return args + [
+        "--samples",
+        files["samples"],
+        "--archs",
+        files["archs"],
+        "--out",
+        files["out"],
+    ]
+
+
+@pytest.mark.parametrize("method", ["auto", "ridge", "nnls", "adaproxy", "flops"])
+def test_cli_predict_writes_one_row_per_query_line(
+    store_path: Path, files: dict[str, Path], method: str
+) -> None:
+    r = run(*base_args(store_path, files), "--method", method, "--seed", "1")
+    assert r.code == 0, r.err
+    with files["out"].open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["arch", "latency_ms", "lo_ms", "hi_ms"]
+    assert [row[0] for row in rows[1:]] == [nb201.from_index(i) for i in (5, 7, 3, 5)]
+    for _, mean, lo, hi in rows[1:]:
+        assert 0 < float(lo) <= float(mean) <= float(hi)
+    assert rows[1] == rows[4]
+    if method == "auto":
+        first = files["out"].read_bytes()
+        assert run(*base_args(store_path, files), "--method", method, "--seed", "1").code == 0
+        assert files["out"].read_bytes() == first  # deterministic
+
+
+def test_cli_eval_table_and_json(store_path: Path) -> None:
+    args = [
+        "eval",
+        "--space",
+        "nb201",
+        "--target",
+        "1080ti_1",
+        "--source",
+        "pixel3",
+        "--source",
+        "gold_6240",
+        "--samples",
+        "10",
+        "--draws",
+        "2",
+        "--store",
+        store_path,
+    ]
+    r = run(*args)
+    assert r.code == 0, r.err
+    for m in METHODS:
+        assert m in r.out
+    r = run(*args, "--method", "adaproxy", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert [m["method"] for m in report["methods"]] == ["flops", "ridge", "nnls", "adaproxy"]
+    assert all(m["spearman"] > 0.5 for m in report["methods"])
+
+
+def test_cli_help_texts_have_examples() -> None:
+    for args in (["--help"], ["eval", "--help"]):
+        r = run(*args)
+        assert r.code == 0
+        assert r.out.count("Example") >= 5
+
+
+@pytest.mark.parametrize("method", ["help", "lut"])
+def test_cli_not_implemented_methods(store_path: Path, files: dict[str, Path], method: str) -> None:
+    r = run(*base_args(store_path, files), "--method", method)
+    assert r.code == 2
+    assert r.err.endswith(f"halo-coord: error: {NOT_IMPLEMENTED.format(method)}\n")
+    r = run(
+        "eval",
+        "--space",
+        "nb201",
+        "--target",
+        "pixel3",
+        "--source",
+        "gold_6240",
+        "--samples",
+        "10",
+        "--draws",
+        "1",
+        "--method",
+        method,
+        "--store",
+        store_path,
+    )
+    assert r.code == 2 and NOT_IMPLEMENTED.format(method) in r.err
+
+
+def _replace(args: list, flag: str, value: str | Path) -> list:
+    out = list(args)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("samples_text", "query_text", "message"),
+    [
+        ("", None, "empty file"),
+        ("arch,latency_ms\n", None, "no samples after the header"),
+        ("arch,ms\n1,2.0\n", None, "header must be arch,latency_ms"),
+        ("arch,latency_ms\n1,2.0\n2,3.0\n1,4.0\n", None, "duplicate arch"),
+        ("arch,latency_ms\n1,2.0\n2,nan\n3,4.0\n", None, "finite and positive"),
+        ("arch,latency_ms\n1,2.0\n2,0\n3,4.0\n", None, "finite and positive"),
+        ("arch,latency_ms\n1,2.0\n2,-1\n3,4.0\n", None, "finite and positive"),
+        ("arch,latency_ms\n1,2.0\n99999,3.0\n3,4.0\n", None, "out of range"),
+        ("arch,latency_ms\n1,2.0\n|bogus~0|,3.0\n3,4.0\n", None, "nb201 arch"),
+        (None, "", "empty file"),
+        (None, "1\n|none~0|+|x~0|none~1|+|none~0|none~1|none~2|\n", "unknown op 'x'"),
+    ],
+)
+def test_cli_bad_input_files(
+    store_path: Path,
+    files: dict[str, Path],
+    tmp_path: Path,
+    samples_text: str | None,
+    query_text: str | None,
+    message: str,
+) -> None:
+    args = base_args(store_path, files)
+    if samples_text is not None:
+        (tmp_path / "bad.csv").write_text(samples_text)
+        args = _replace(args, "--samples", tmp_path / "bad.csv")
+    if query_text is not None:
+        (tmp_path / "bad.txt").write_text(query_text)
+        args = _replace(args, "--archs", tmp_path / "bad.txt")
+    r = run(*args)
+    assert r.code == 2
+    assert message in r.err and r.err.count("\n") == 1
+    assert not files["out"].exists()
+
+
+def test_cli_bad_devices_and_k(store_path: Path, files: dict[str, Path]) -> None:
+    r = run(*_replace(base_args(store_path, files), "--source", "nosuchboard"))
+    assert r.code == 2 and "no dataset 'nosuchboard'" in r.err and "pixel3" in r.err
+    r = run(
+        "eval",
+        "--space",
+        "nb201",
+        "--target",
+        "nosuch",
+        "--source",
+        "gold_6240",
+        "--samples",
+        "10",
+        "--draws",
+        "1",
+        "--store",
+        store_path,
+    )
+    assert r.code == 2 and "--target" in r.err
+    r = run(
+        "eval",
+        "--space",
+        "nb201",
+        "--target",
+        "pixel3",
+        "--source",
+        "gold_6240",
+        "--samples",
+        "20000",
+        "--draws",
+        "1",
+        "--store",
+        store_path,
+    )
+    assert r.code == 2 and "k = 20000 but the target has 15625 archs" in r.err
+    r = run(
+        "eval",
+        "--space",
+        "nb201",
+        "--target",
+        "pixel3",
+        "--source",
+        "pixel3",
+        "--samples",
+        "10",
+        "--draws",
+        "1",
+        "--store",
+        store_path,
+    )
+    assert r.code == 2 and "also a --source" in r.err
+    r = run("--space", "nb201", "--store", store_path)
+    assert r.code == 2 and "--source, --samples, --archs, --out" in r.err
+    r = run(*_replace(base_args(store_path, files), "--space", "mbv2"))
+    assert r.code == 2 and "supports nb201, fbnet" in r.err
