@@ -65,7 +65,7 @@ def methods_for(method: str | None) -> list[str]:
     """The methods a report covers: all implemented ones, or the asked one plus the
     baselines."""
     if method is None:
-        return ["flops", "ridge", "nnls", "adaproxy", "auto"]
+        return ["flops", "ridge", "nnls", "adaproxy", "help", "auto"]
     if method in pred.NOT_IMPLEMENTED:
         raise pred.not_implemented(method)
     if method not in pred.METHODS:

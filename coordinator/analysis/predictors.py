@@ -21,9 +21,10 @@ Methods (names as in the `halo-coord predict --method` contract):
   L2-penalised (lambda by LOO).
 * `auto`: the method among the above with the smallest LOO RMSE of log latency on the k
   samples.
-* `help` (HELP meta-learned predictor) and `lut` (per-layer lookup table) are reserved names,
-  not implemented yet: `make` raises a UserError. HELP goes in as another `Predictor` subclass
-  registered in `METHODS`; its `fit` would meta-train on the sources.
+* `help`: HELP's few-shot setting, meta-learned across the sources as a Bayesian low-rank
+  model (see `Help`); its intervals widen with the posterior variance per arch.
+* `lut` (per-layer lookup table) is a reserved name, not implemented yet: `make` raises a
+  UserError.
 
 Intervals: every method keeps its LOO residuals of log latency on the k samples; with
 s = their RMS, lo/hi = mean * exp(-/+ 1.645 s), a nominal 90 % band for a log-normal error
@@ -43,6 +44,7 @@ import numpy as np
 
 from coordinator.analysis import features as feat
 from coordinator.errors import UserError
+from coordinator.zoo.spaces import fbnet
 
 Z90 = 1.645
 MIN_SAMPLES = 3
@@ -50,8 +52,8 @@ RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 ADAPROXY_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 PROXY_ALPHA = 1e-3  # the proxy's one-hot model is fitted on thousands of archs
 BASELINES = ("flops", "ridge", "nnls")
-IMPLEMENTED = ("auto", "ridge", "nnls", "adaproxy", "flops")
-NOT_IMPLEMENTED = ("help", "lut")
+IMPLEMENTED = ("auto", "help", "ridge", "nnls", "adaproxy", "flops")
+NOT_IMPLEMENTED = ("lut",)
 ALL_METHODS = ("auto", "help", "ridge", "nnls", "adaproxy", "lut", "flops")
 
 
@@ -296,12 +298,115 @@ class AdaProxy(Predictor):
         return self.w[0] + self.w[1] * self._proxy_log(oh) + oh @ self.w[2:]
 
 
+class Help(Predictor):
+    """HELP's setting, meta-learned as a Bayesian low-rank model.
+
+    HELP describes a device by its latencies on a few architectures (its hardware embedding)
+    and meta-trains, across source devices, a predictor that such an embedding adapts. Here the
+    meta-training is an SVD of the sources' centred log latencies: every arch gets factors Z
+    (the architecture encoder, learned from how the sources disagree about it) and every
+    source device a coefficient vector. The sources' coefficients give the prior (mean and
+    covariance) of an unseen device's coefficients; the k target samples -- HELP's 10
+    reference archs, or any others -- give the posterior (MAP, the device's embedding).
+    Architecture features (op counts, connectivity, dead-branch ops, MACs) are extra
+    regressors with a ridge penalty, for what no source shows (e.g. TFLite folding
+    disconnected cells). The prior's strength is chosen by exact leave-one-out on the samples.
+
+    This is not HELP's MAML-trained MLP; it needs no deep-learning framework, adapts in
+    closed form, and gives a posterior variance per arch (wider far from the samples), which
+    is what active sampling needs.
+    """
+
+    name = "help"
+    PRIOR_SCALES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    FEATURE_PENALTY = 3.0
+
+    def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
+        super().fit(sources)
+        devices = sorted(self.sources)
+        if len(devices) < 2:
+            raise UserError("help: needs at least 2 source devices")
+        common = set.intersection(*(set(lat) for lat in self.sources.values()))
+        self.archs = sorted(common)
+        if len(self.archs) < 2 * len(devices):
+            raise UserError(
+                f"help: the {len(devices)} sources share only {len(self.archs)} archs; give "
+                "sources measured on the same architectures (or fewer of them)"
+            )
+        self.row = {a: i for i, a in enumerate(self.archs)}
+        y = np.log(np.array([[self.sources[d][a] for d in devices] for a in self.archs]))
+        u, sv, vt = np.linalg.svd(y - y.mean(axis=0), full_matrices=False)
+        rank = len(devices) - 1  # centring removes one dimension
+        n = len(devices)
+        self.z = u[:, :rank] * sv[:rank] / math.sqrt(n)
+        coef = vt[:rank].T * math.sqrt(n)  # one row per source device
+        self.prior_mean = coef.mean(axis=0)
+        self.prior_precision = np.linalg.inv(np.cov(coef.T).reshape(rank, rank)
+                                             + 1e-6 * np.eye(rank))  # fmt: skip
+        f = self._features(self.archs)
+        self.f_mu, sd = f.mean(axis=0), f.std(axis=0)
+        self.f_sd = np.where(sd > 0, sd, 1.0)
+        return self
+
+    def _features(self, archs: list[str]) -> np.ndarray:
+        x = feat.features(self.space, archs)
+        return x[:, 30:] if self.space == "nb201" else x[:, -len(fbnet.BLOCKS) :]
+
+    def _x(self, archs: list[str]) -> np.ndarray:
+        missing = [a for a in archs if a not in self.row]
+        if missing:
+            raise UserError(
+                f"help: arch {missing[0]} is not measured on every source ({len(missing)} "
+                "archs are not); help works on the archs all sources share"
+            )
+        rows = [self.row[a] for a in archs]
+        f = (self._features(archs) - self.f_mu) / self.f_sd
+        return np.column_stack([np.ones(len(rows)), self.z[rows], f])
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        x = self._x(archs)
+        rank, q = self.z.shape[1], x.shape[1] - 1 - self.z.shape[1]
+        mean = np.r_[0.0, self.prior_mean, np.zeros(q)]
+        shifted = np.log(y) - x @ mean  # ridge towards the prior mean, not towards zero
+        best = None
+        for scale in self.PRIOR_SCALES:
+            p = np.zeros((x.shape[1], x.shape[1]))
+            p[1 : rank + 1, 1 : rank + 1] = scale * self.prior_precision
+            p[rank + 1 :, rank + 1 :] = self.FEATURE_PENALTY * np.eye(q)
+            a = x.T @ x + p
+            a_inv_xt = np.linalg.solve(a, x.T)
+            w = a_inv_xt @ shifted
+            h = np.einsum("ij,ji->i", x, a_inv_xt)
+            loo = (shifted - x @ w) / np.maximum(1.0 - h, 1e-6)
+            if best is None or _rms(loo) < _rms(best[3]) - 1e-12:
+                best = (scale, mean + w, a, loo)
+        self.prior_scale, self.w, self.a, loo = best
+        return loo
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        return self._x(archs) @ self.w
+
+    def spread(self, archs: Sequence[str]) -> np.ndarray:
+        """x' A^-1 x per arch: how much the posterior is unsure there, in units of the noise
+        variance (0 at a perfectly pinned arch). Measuring the arch with the largest value
+        shrinks the intervals most."""
+        x = self._x(list(archs))
+        return np.einsum("ij,ji->i", x, np.linalg.solve(self.a, x.T))
+
+    def predict(self, archs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.loo is None:
+            raise UserError(f"{self.name}: adapt() with target samples before predict()")
+        m = self._mean_log(list(archs))
+        s = Z90 * self.loo_rmse * np.sqrt(1.0 + self.spread(archs))
+        return np.exp(m), np.exp(m - s), np.exp(m + s)
+
+
 class Auto(Predictor):
     """The candidate with the smallest LOO RMSE of log latency; candidates that cannot run
     (flops on fbnet, nnls without a source covering the samples) are skipped."""
 
     name = "auto"
-    CANDIDATES = ("flops", "ridge", "nnls", "adaproxy")
+    CANDIDATES = ("help", "flops", "ridge", "nnls", "adaproxy")
 
     def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
         super().fit(sources)
@@ -333,6 +438,7 @@ class Auto(Predictor):
 
 METHODS: dict[str, type[Predictor]] = {
     "auto": Auto,
+    "help": Help,
     "ridge": Ridge,
     "nnls": Nnls,
     "adaproxy": AdaProxy,
