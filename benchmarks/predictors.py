@@ -63,10 +63,9 @@ def timings(space: str, table: dict[str, dict[str, float]], target: str) -> dict
     samples = {a: table[target][a] for a in rng.choice(archs, 10, replace=False)}
     out = {}
     for m in METHODS:
-        p = pred.make(m, space)
         t0 = time.perf_counter()
         try:
-            p.fit(sources)
+            p = pred.make(m, space).fit(sources)
             t1 = time.perf_counter()
             p.adapt(samples)
             t2 = time.perf_counter()
