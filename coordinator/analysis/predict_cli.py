@@ -168,9 +168,15 @@ METHOD = click.Choice(pred.ALL_METHODS)
     type=METHOD,
     default="auto",
     show_default=True,
-    help="Predictor (help and lut are not implemented yet). Example: --method nnls",
+    help="Predictor (lut is not implemented yet). Example: --method nnls",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed. Example: --seed 1")
+@click.option(
+    "--suggest",
+    type=click.IntRange(1, 1000),
+    help="Also print the N query archs to measure next, where the help model is least sure "
+    "(active sampling), one per line on stdout. Example: --suggest 5 > next.txt",
+)
 @store_option
 @click.pass_context
 def predict(
@@ -182,6 +188,7 @@ def predict(
     out: Path | None,
     method: str,
     seed: int,
+    suggest: int | None,
     store_path: Path | None,
 ) -> None:
     """Predict an unseen target device's latencies from source datasets in the store and k
@@ -233,6 +240,13 @@ def predict(
         f"LOO RMSE of log latency {p.loo_rmse:.3f} on {len(target)} samples",
         err=True,
     )
+    if suggest:
+        helper = p if isinstance(p, pred.Help) else pred.make("help", space, seed)
+        if helper is not p:
+            helper.fit(source_lat).adapt(target)
+        unmeasured = [a for a in dict.fromkeys(query) if a not in target]
+        for arch in helper.suggest(unmeasured, suggest):
+            click.echo(arch)
 
 
 def _clean(row: dict) -> dict:

@@ -393,6 +393,24 @@ class Help(Predictor):
         x = self._x(list(archs))
         return np.einsum("ij,ji->i", x, np.linalg.solve(self.a, x.T))
 
+    def suggest(self, candidates: Sequence[str], n: int) -> list[str]:
+        """The n candidates to measure next (active sampling): greedily the arch where the
+        posterior is least sure, each pick counted as measured before the next (a rank-1
+        update), so the picks spread over what the samples leave unknown."""
+        if self.loo is None:
+            raise UserError("help: adapt() with target samples before suggest()")
+        x = self._x(list(candidates))
+        a_inv = np.linalg.inv(self.a)
+        picked: list[int] = []
+        for _ in range(min(n, len(x))):
+            v = np.einsum("ij,ji->i", x, a_inv @ x.T)
+            v[picked] = -np.inf
+            i = int(np.argmax(v))
+            picked.append(i)
+            u = a_inv @ x[i]
+            a_inv -= np.outer(u, u) / (1.0 + x[i] @ u)
+        return [candidates[i] for i in picked]
+
     def predict(self, archs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.loo is None:
             raise UserError(f"{self.name}: adapt() with target samples before predict()")

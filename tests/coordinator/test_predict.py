@@ -408,3 +408,34 @@ def test_help_is_surest_where_it_measured_and_needs_shared_archs(cols: dict) -> 
     few = {"a": dict(list(cols["gold_6240"].items())[:3]), "b": cols["1080ti_1"]}
     with pytest.raises(UserError, match="share only 3 archs"):
         pred.make("help", "nb201").fit(few)
+
+
+def test_suggested_archs_shrink_the_posterior_more_than_random_ones(cols: dict) -> None:
+    sources = sources_without(cols, "pixel3")
+    archs = sorted(cols["pixel3"])
+    rng = np.random.default_rng(7)
+    picked = [archs[i] for i in rng.choice(len(archs), 10, replace=False)]
+    p = pred.make("help", "nb201").fit(sources).adapt({a: cols["pixel3"][a] for a in picked})
+    rest = [a for a in archs if a not in picked]
+    chosen = p.suggest(rest, 10)
+    assert len(set(chosen)) == 10 and not set(chosen) & set(picked)
+
+    def mean_spread_after(extra: list[str]) -> float:
+        x_new = p._x(extra)
+        a = p.a + x_new.T @ x_new  # what measuring them adds to the posterior precision
+        x = p._x(rest)
+        return float(np.mean(np.einsum("ij,ji->i", x, np.linalg.solve(a, x.T))))
+
+    random_means = [
+        mean_spread_after([rest[i] for i in rng.choice(len(rest), 10, replace=False)])
+        for _ in range(5)
+    ]
+    assert mean_spread_after(chosen) < min(random_means)
+
+
+def test_cli_suggest_prints_archs_to_measure_next(store_path: Path, files: dict[str, Path]) -> None:
+    r = run(*base_args(store_path, files), "--method", "ridge", "--suggest", "2")
+    assert r.code == 0, r.err
+    lines = r.out.strip().splitlines()
+    query = [feat.canonical("nb201", t) for t in files["archs"].read_text().split() if t]
+    assert len(lines) == 2 and set(lines) <= set(query)
