@@ -38,7 +38,10 @@ RESEND_S = 120.0
 ETA_WINDOW = 20
 
 
-def bench_spec(campaign: Campaign, job: st.CampaignJob, name: str) -> BenchSpec:
+def bench_spec(
+    campaign: Campaign, sha256: str, name: str, threads: int, xnnpack: bool
+) -> BenchSpec:
+    """The campaign's benchmark settings for one model and configuration, validated."""
     b = campaign.bench
     energy = {"power": "auto", "idle_seconds": b.idle_seconds, "energy_seconds": b.energy_seconds}
     settings = {
@@ -47,10 +50,10 @@ def bench_spec(campaign: Campaign, job: st.CampaignJob, name: str) -> BenchSpec:
     }
     try:
         spec = BenchSpec(
-            model_sha256=job.model_sha256,
+            model_sha256=sha256,
             model_name=name[:128],
-            threads=job.threads,
-            xnnpack=job.xnnpack,
+            threads=threads,
+            xnnpack=xnnpack,
             **settings,
         )
         return BenchSpec.from_dict(spec.to_dict())
@@ -109,7 +112,8 @@ class Runner:
     def command(self, job: st.CampaignJob) -> Command:
         """The job's current attempt as a command; the same every time it is rebuilt."""
         assert job.cmd_id is not None and job.sent_at is not None
-        spec = bench_spec(self.campaign, job, self.names.get(job.model_sha256, job.model_sha256))
+        name = self.names.get(job.model_sha256, job.model_sha256)
+        spec = bench_spec(self.campaign, job.model_sha256, name, job.threads, job.xnnpack)
         return Command(
             cmd_id=job.cmd_id, kind="bench", expires_at=job.sent_at + self.ttl_s, bench=spec
         )

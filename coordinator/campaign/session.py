@@ -70,11 +70,9 @@ def start(
     jobs = with_canaries(
         plan(campaign, devices, refs), canaries, configs(campaign)[0], campaign.canary.every
     )
-    probe = st.CampaignJob(
-        "", "", "", 0, "measure", refs[0].sha256, jobs[0].config.threads,
-        jobs[0].config.xnnpack, 0, st.PENDING, 0, None, None, None, None, None, None, now,
-    )  # fmt: skip
-    bench_spec(campaign, probe, refs[0].name)  # a bad bench setting fails before anything runs
+    first = jobs[0]  # a bad bench setting fails here, before anything runs
+    bench_spec(campaign, first.model.sha256, first.model.name, first.config.threads,
+               first.config.xnnpack)  # fmt: skip
     return st.create(store, campaign, text, jobs, now, scheduled_for)
 
 

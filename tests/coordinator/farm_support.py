@@ -45,7 +45,14 @@ def coord_popen(*args: str, env: dict, log: Path) -> subprocess.Popen:
 
 
 class LocalAgent:
-    def __init__(self, root: Path, device: str, broker_url: str, board: str | None = None):
+    def __init__(
+        self,
+        root: Path,
+        device: str,
+        broker_url: str,
+        board: str | None = None,
+        extra_env: dict | None = None,
+    ):
         self.device = device
         self.root = root / device
         self.root.mkdir(parents=True, exist_ok=True)
@@ -60,6 +67,7 @@ class LocalAgent:
             f'tags = ["ci"]\n\n[broker]\nurl = "{broker_url}"\n{power}'
         )
         self.log = self.root / "agent.log"
+        self.env = {**os.environ, **(extra_env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LocalAgent:
@@ -69,6 +77,7 @@ class LocalAgent:
                 + ["--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
             )
         return self
 

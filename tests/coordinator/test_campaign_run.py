@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.coordinator.farm_support import FAST_BENCH, LocalAgent, coord, wait_online
+from tests.coordinator.farm_support import (
+    FAST_BENCH,
+    LocalAgent,
+    coord,
+    coord_popen,
+    wait_online,
+)
 
 
 @pytest.fixture
@@ -155,22 +161,9 @@ zoo = {{ space = "nb201", sample = 40, seed = 2 }}
 {FAST_BENCH}
 """,
     )
-    from tests.coordinator.farm_support import coord_popen
-
     proc = coord_popen("campaign", "run", str(path), env=env, log=tmp_path / "run.log")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with db(env) as con:
-                try:
-                    done = con.execute(
-                        "SELECT count(*) FROM campaign_jobs WHERE state = 'done'"
-                    ).fetchone()[0]
-                except sqlite3.OperationalError:
-                    done = 0
-            if done >= 2:
-                break
-            time.sleep(0.3)
+        _wait_done(env, 2, proc)
         listed = json.loads(coord("campaign", "list", "--json", env=env).stdout)
         cid = listed[0]["campaign_id"]
         out = coord("campaign", "cancel", cid, env=env)
@@ -214,8 +207,6 @@ def test_acceptance_three_agents_sixty_models_broker_restart_and_coordinator_kil
     """3 agents with simulated power boards x 60 nb201 models; the broker is restarted and
     the coordinator SIGKILLed mid-run; `--resume` finishes it. Every planned measurement is
     stored exactly once and the datasets have the shape of an uninterrupted run."""
-    from tests.coordinator.farm_support import coord_popen
-
     start, env, broker = farm
     devices = ("acc-a", "acc-b", "acc-c")
     start(*devices, board="tx2-jp4")
@@ -311,8 +302,6 @@ def test_serve_resumes_an_unfinished_campaign_and_stops_cleanly(farm, tmp_path):
     cleanly on SIGTERM; serve refuses a campaign file without a schedule."""
     import signal
 
-    from tests.coordinator.farm_support import coord_popen
-
     start, env, _ = farm
     start("serve-a")
     path = campaign_file(
@@ -372,8 +361,6 @@ def test_onboard_measures_the_reference_architectures(farm, tmp_path):
 
 def test_ctrl_c_leaves_the_run_resumable(farm, tmp_path):
     import signal
-
-    from tests.coordinator.farm_support import coord_popen
 
     start, env, _ = farm
     start("int-a")

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from coordinator.zoo.generate import build_model, make_spec
 from coordinator.zoo.testing import tiny_model_bytes
+from tests.coordinator.farm_support import LocalAgent
 
 DEVICE = "farm-test-1"
 FAST = [
@@ -41,50 +41,14 @@ def coord(*args: str, env: dict | None = None, timeout: float = 120) -> subproce
     )
 
 
-class Agent:
-    def __init__(self, root: Path, broker_url: str, extra_env: dict | None = None):
-        self.root = root
-        self.config = root / "agent.toml"
-        self.config.write_text(
-            f'device_id = "{DEVICE}"\nstate_dir = "{root / "agent-state"}"\nheartbeat_s = 1\n'
-            f'tags = ["ci"]\n\n[broker]\nurl = "{broker_url}"\n'
-        )
-        self.log = root / "agent.log"
-        self.env = {**os.environ, **(extra_env or {})}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from agent.cli import main; main()", "run"]
-                + ["--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
 @pytest.fixture
 def farm(tmp_path, mosquitto):
     """(agent factory, environment for halo-coord) around one broker and one store."""
     env = {"HALOFARM_BROKER_URL": mosquitto.url, "HALOFARM_STORE": str(tmp_path / "store.sqlite")}
-    agents: list[Agent] = []
+    agents: list[LocalAgent] = []
 
-    def start_agent(extra_env: dict | None = None) -> Agent:
-        agent = Agent(tmp_path, mosquitto.url, extra_env)
-        agent.start()
+    def start_agent(extra_env: dict | None = None) -> LocalAgent:
+        agent = LocalAgent(tmp_path, DEVICE, mosquitto.url, extra_env=extra_env).start()
         agents.append(agent)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -17,7 +17,8 @@ from coordinator.ingest import DIE_AFTER_COMMIT_ENV, TEST_DIE_EXIT_CODE
 from coordinator.store import Store
 from coordinator.zoo.testing import tiny_model_bytes
 from protocol.bodies import BenchSpec
-from tests.coordinator.test_farm import DEVICE, Agent
+from tests.coordinator.farm_support import LocalAgent
+from tests.coordinator.test_farm import DEVICE
 
 JOBS = 200
 DEADLINE_S = 900
@@ -44,7 +45,7 @@ def test_200_results_survive_broker_restart_agent_kill_and_ingest_crash(tmp_path
     store = Store(store_path)
     # The ingest worker dies right after its 25th commit, before acking that batch.
     ingest = start_ingest(mosquitto, store_path, die_after=25)
-    agent = Agent(tmp_path, mosquitto.url)
+    agent = LocalAgent(tmp_path, DEVICE, mosquitto.url)
     agent.start()
     events: list[str] = []
     try:

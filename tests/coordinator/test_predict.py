@@ -271,23 +271,7 @@ def test_cli_not_implemented_methods(store_path: Path, files: dict[str, Path], m
     r = run(*base_args(store_path, files), "--method", method)
     assert r.code == 2
     assert r.err.endswith(f"halo-coord: error: {NOT_IMPLEMENTED.format(method)}\n")
-    r = run(
-        "eval",
-        "--space",
-        "nb201",
-        "--target",
-        "pixel3",
-        "--source",
-        "gold_6240",
-        "--samples",
-        "10",
-        "--draws",
-        "1",
-        "--method",
-        method,
-        "--store",
-        store_path,
-    )
+    r = run(*eval_args(store_path, "pixel3", "gold_6240", "10"), "--method", method)
     assert r.code == 2 and NOT_IMPLEMENTED.format(method) in r.err
 
 
@@ -334,56 +318,19 @@ def test_cli_bad_input_files(
     assert not files["out"].exists()
 
 
+def eval_args(store_path: Path, target: str, source: str, k: str) -> list[str | Path]:
+    return ["eval", "--space", "nb201", "--target", target, "--source", source,
+            "--samples", k, "--draws", "1", "--store", store_path]  # fmt: skip
+
+
 def test_cli_bad_devices_and_k(store_path: Path, files: dict[str, Path]) -> None:
     r = run(*_replace(base_args(store_path, files), "--source", "nosuchboard"))
     assert r.code == 2 and "no dataset 'nosuchboard'" in r.err and "pixel3" in r.err
-    r = run(
-        "eval",
-        "--space",
-        "nb201",
-        "--target",
-        "nosuch",
-        "--source",
-        "gold_6240",
-        "--samples",
-        "10",
-        "--draws",
-        "1",
-        "--store",
-        store_path,
-    )
+    r = run(*eval_args(store_path, "nosuch", "gold_6240", "10"))
     assert r.code == 2 and "--target" in r.err
-    r = run(
-        "eval",
-        "--space",
-        "nb201",
-        "--target",
-        "pixel3",
-        "--source",
-        "gold_6240",
-        "--samples",
-        "20000",
-        "--draws",
-        "1",
-        "--store",
-        store_path,
-    )
+    r = run(*eval_args(store_path, "pixel3", "gold_6240", "20000"))
     assert r.code == 2 and "k = 20000 but the target has 15625 archs" in r.err
-    r = run(
-        "eval",
-        "--space",
-        "nb201",
-        "--target",
-        "pixel3",
-        "--source",
-        "pixel3",
-        "--samples",
-        "10",
-        "--draws",
-        "1",
-        "--store",
-        store_path,
-    )
+    r = run(*eval_args(store_path, "pixel3", "pixel3", "10"))
     assert r.code == 2 and "also a --source" in r.err
     r = run("--space", "nb201", "--store", store_path)
     assert r.code == 2 and "--source, --samples, --archs, --out" in r.err
