@@ -61,13 +61,19 @@ def scores(y: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> d
     }
 
 
-def methods_for(method: str | None) -> list[str]:
-    """The methods a report covers: all implemented ones, or the asked one plus the
-    baselines."""
+def methods_for(method: str | None, with_lut: bool = False) -> list[str]:
+    """The methods a report covers: all of them (lut when there is a table), or the asked one
+    plus the baselines."""
     if method is None:
-        return ["flops", "ridge", "nnls", "adaproxy", "help", "auto"]
-    if method in pred.NOT_IMPLEMENTED:
-        raise pred.not_implemented(method)
+        return [
+            "flops",
+            "ridge",
+            "nnls",
+            "adaproxy",
+            "help",
+            *(["lut"] if with_lut else []),
+            "auto",
+        ]
     if method not in pred.METHODS:
         raise UserError(
             f"--method: unknown method {method!r} (methods: {'|'.join(pred.ALL_METHODS)})"
@@ -83,8 +89,10 @@ def evaluate(
     draws: int,
     methods: Sequence[str] | None = None,
     seed: int = 0,
+    table: Mapping[str, float] | None = None,
 ) -> list[MethodScore]:
-    """Leave-target-out scores; `target` and `sources` map canonical arch -> ms."""
+    """Leave-target-out scores; `target` and `sources` map canonical arch -> ms; `table` is the
+    target's per-layer lookup table (op arch -> ms) for lut."""
     archs = sorted(a for a, v in target.items() if math.isfinite(v) and v > 0)
     if k < pred.MIN_SAMPLES:
         raise UserError(f"--samples: k = {k}; at least {pred.MIN_SAMPLES} are needed")
@@ -96,12 +104,12 @@ def evaluate(
         raise UserError("--draws: at least 1 draw is needed")
     if not sources:
         raise UserError("--source: at least one source device is needed")
-    methods = list(methods) if methods is not None else methods_for(None)
+    methods = list(methods) if methods is not None else methods_for(None, bool(table))
     y_all = np.array([target[a] for a in archs])
     fitted: dict[str, pred.Predictor | str] = {}
     for m in methods:
         try:
-            fitted[m] = pred.make(m, space, seed).fit(sources)
+            fitted[m] = pred.make(m, space, seed, table).fit(sources)
         except UserError as exc:
             fitted[m] = str(exc)
     per: dict[str, list[dict[str, float]]] = {m: [] for m in methods}

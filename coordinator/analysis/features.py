@@ -9,7 +9,9 @@ the analytic MACs in millions, which equal the zoo's `analytics.stats(graph).mac
 CIFAR skeleton: a constant stem/reduction/head part plus 5 cells x the per-edge costs of
 reference/nas.md §1, and 0 for a disconnected cell (the zoo folds that network to a constant).
 
-fbnet (207 columns): one-hot of the 22 layers x 9 blocks (198) and per-block counts (9).
+fbnet (208 columns): one-hot of the 22 layers x 9 blocks (198), per-block counts (9) and the
+MACs in millions of the CIFAR-100 network (HELP's setting), summed from the zoo's per-layer
+counts (`lut.macs`).
 
 `features(space, archs)` takes canonical encodings (nb201 also takes indices or any accepted
 spelling, at the cost of parsing); all 15625 nb201 archs take a few milliseconds.
@@ -23,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from coordinator.errors import UserError
+from coordinator.zoo import lut
 from coordinator.zoo.spaces import fbnet, nb201
 from coordinator.zoo.spaces.common import ArchError
 
@@ -48,9 +51,11 @@ NB201_COLUMNS = (
     + [f"n_{op}" for op in nb201.OPS]
     + ["connected", "live_convs", "dead_ops", "mmacs"]
 )
-FBNET_COLUMNS = [f"l{i}={b}" for i in range(fbnet.N_LAYERS) for b in fbnet.BLOCKS] + [
-    f"n_{b}" for b in fbnet.BLOCKS
-]
+FBNET_COLUMNS = (
+    [f"l{i}={b}" for i in range(fbnet.N_LAYERS) for b in fbnet.BLOCKS]
+    + [f"n_{b}" for b in fbnet.BLOCKS]
+    + ["mmacs"]
+)
 
 
 def check_space(space: str) -> None:
@@ -135,10 +140,16 @@ def nb201_macs(codes: np.ndarray) -> np.ndarray:
 
 
 def macs(space: str, archs: Sequence[str]) -> np.ndarray:
-    """Analytic MACs per arch (nb201 only; fbnet raises)."""
-    if space != "nb201":
-        raise UserError(f"analytic MACs are implemented for nb201 only, not {space!r}")
-    return nb201_macs(op_codes(space, archs))
+    """Analytic MACs per arch: nb201 CIFAR, fbnet CIFAR-100 (the settings of the public data)."""
+    codes = op_codes(space, archs)
+    if space == "nb201":
+        return nb201_macs(codes)
+    return fbnet_macs(codes)
+
+
+def fbnet_macs(codes: np.ndarray) -> np.ndarray:
+    matrix, fixed = lut.macs_table("fbnet", fbnet.DEFAULT_DATASET)
+    return (matrix[np.arange(fbnet.N_LAYERS), codes].sum(axis=1) + fixed).astype(np.int64)
 
 
 def features(space: str, archs: Sequence[str]) -> np.ndarray:
@@ -147,7 +158,7 @@ def features(space: str, archs: Sequence[str]) -> np.ndarray:
     if space == "fbnet":
         oh = _onehot(codes, len(fbnet.BLOCKS))
         counts = oh.reshape(len(codes), fbnet.N_LAYERS, len(fbnet.BLOCKS)).sum(axis=1)
-        return np.hstack([oh, counts])
+        return np.hstack([oh, counts, fbnet_macs(codes)[:, None] / 1e6])
     n_ops = len(nb201.OPS)
     oh = _onehot(codes, n_ops)
     counts = oh.reshape(len(codes), 6, n_ops).sum(axis=1)

@@ -74,6 +74,15 @@ def load_sources(
     return sources, target_lat
 
 
+def load_table(store_path: Path | None, name: str | None) -> dict[str, float] | None:
+    """The target's per-layer lookup table: op arch -> ms from an `op`-space dataset."""
+    if name is None:
+        return None
+    with Store(store_path) as store:
+        datasets = load(store, space="op")
+    return latencies(find_dataset(datasets, name, "--lut"))
+
+
 def _arch(space: str, text: str, where: str) -> str:
     try:
         return feat.canonical(space, text)
@@ -128,12 +137,22 @@ def read_archs(path: Path, space: str) -> list[str]:
     return archs
 
 
-def _check_method(method: str) -> None:
-    if method in pred.NOT_IMPLEMENTED:
-        raise pred.not_implemented(method)
-
-
 METHOD = click.Choice(pred.ALL_METHODS)
+
+
+def _check_lut(method: str | None, lut_name: str | None) -> None:
+    if lut_name is not None and method not in (None, "lut", "auto"):
+        raise UserError(f"--lut is used by --method lut and auto, not {method}")
+
+
+lut_option = click.option(
+    "--lut",
+    "lut_name",
+    metavar="DATASET",
+    help="The target's per-layer lookup table for --method lut (and auto): the dataset of the "
+    "single-block models written by `halo-coord zoo lut` measured on the target (device name, "
+    "or dataset id or a unique prefix of it). Example: --lut tx2-01",
+)
 
 
 @click.group(invoke_without_command=True)
@@ -168,8 +187,9 @@ METHOD = click.Choice(pred.ALL_METHODS)
     type=METHOD,
     default="auto",
     show_default=True,
-    help="Predictor (lut is not implemented yet). Example: --method nnls",
+    help="Predictor. Example: --method nnls",
 )
+@lut_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed. Example: --seed 1")
 @click.option(
     "--suggest",
@@ -187,6 +207,7 @@ def predict(
     archs: Path | None,
     out: Path | None,
     method: str,
+    lut_name: str | None,
     seed: int,
     suggest: int | None,
     store_path: Path | None,
@@ -198,6 +219,8 @@ def predict(
     Example:
       halo-coord predict --space nb201 --source pixel3 --source gold_6240 \\
           --samples target.csv --archs query.txt --out pred.csv --method auto --seed 0
+      halo-coord predict --space fbnet --method lut --lut tx2-01 \\
+          --samples target.csv --archs query.txt --out pred.csv
       halo-coord predict eval --space nb201 --target pixel3 --source gold_6240 \\
           --source samsung_s7 --samples 10 --draws 20
     """
@@ -207,7 +230,7 @@ def predict(
         f"--{n}"
         for n, v in (
             ("space", space),
-            ("source", sources),
+            ("source", sources or method == "lut"),
             ("samples", samples),
             ("archs", archs),
             ("out", out),
@@ -219,12 +242,12 @@ def predict(
             f"predict needs {', '.join(missing)} (see `halo-coord predict --help`; "
             "`halo-coord predict eval` evaluates)"
         )
-    _check_method(method)
     feat.check_space(space)
+    _check_lut(method, lut_name)
     target = read_samples(samples, space)
     query = read_archs(archs, space)
-    source_lat, _ = load_sources(store_path, space, sources)
-    p = pred.make(method, space, seed).fit(source_lat)
+    source_lat, _ = load_sources(store_path, space, sources) if sources else ({}, None)
+    p = pred.make(method, space, seed, load_table(store_path, lut_name)).fit(source_lat)
     p.adapt(target)
     mean, lo, hi = p.predict(query)
     tmp = out.with_name(out.name + ".tmp")
@@ -320,9 +343,10 @@ def render(report: dict) -> str:
     "--method",
     type=METHOD,
     default=None,
-    help="Evaluate this method beside the baselines (default: all implemented methods). "
+    help="Evaluate this method beside the baselines (default: all methods; lut with --lut). "
     "Example: --method adaproxy",
 )
+@lut_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed. Example: --seed 1")
 @store_option
 @json_option
@@ -333,6 +357,7 @@ def eval_command(
     k: int,
     draws: int,
     method: str | None,
+    lut_name: str | None,
     seed: int,
     store_path: Path | None,
     as_json: bool,
@@ -346,12 +371,14 @@ def eval_command(
       halo-coord predict eval --space nb201 --target pixel3 --source gold_6240 \\
           --source samsung_s7 --source 1080ti_1 --samples 10 --draws 20 --json
     """
-    if method is not None:
-        _check_method(method)
     feat.check_space(space)
-    methods = ev.methods_for(method)
+    _check_lut(method, lut_name)
+    table = load_table(store_path, lut_name)
+    if method == "lut":
+        pred.make(method, space, seed, table)  # says what is missing before any draw
+    methods = ev.methods_for(method, bool(table))
     source_lat, target_lat = load_sources(store_path, space, sources, target)
-    results = ev.evaluate(space, target_lat, source_lat, k, draws, methods, seed)
+    results = ev.evaluate(space, target_lat, source_lat, k, draws, methods, seed, table)
     report = {
         "space": space,
         "target": target,

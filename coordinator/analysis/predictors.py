@@ -8,7 +8,6 @@
 Methods (names as in the `halo-coord predict --method` contract):
 * `flops`: MACs-rank baseline. latency = a*MACs + b on the k samples, or log latency =
   a*log(1 + MMACs) + b, whichever has the smaller leave-one-out (LOO) error on log latency.
-  nb201 only (fbnet MACs are not implemented yet).
 * `ridge`: ridge regression of log latency on standardised architecture features (nb201: op
   counts, connected, live convs, dead-branch ops, MMACs; fbnet: one-hot + block counts) fitted
   on the k samples; alpha by exact LOO over a small grid.
@@ -20,11 +19,14 @@ Methods (names as in the `halo-coord predict --method` contract):
   transferred: log target = c + a * proxy_model + onehot . delta, with delta strongly
   L2-penalised (lambda by LOO).
 * `auto`: the method among the above with the smallest LOO RMSE of log latency on the k
-  samples.
+  samples (lut included when a table is given).
 * `help`: HELP's few-shot setting, meta-learned across the sources as a Bayesian low-rank
   model (see `Help`); its intervals widen with the posterior variance per arch.
-* `lut` (per-layer lookup table) is a reserved name, not implemented yet: `make` raises a
-  UserError.
+* `lut`: Single-Path NAS / FBNet per-layer lookup table. The table (op arch -> ms, the
+  single-block models of `lut.table` measured on the target itself) gives each arch the sum of
+  its layers' entries s; the k samples fit the stem/head constant, y = s + c, or y = a*s + c
+  when that has the smaller LOO error (isolated blocks lose the cache and overlap they have in
+  the network). fbnet only; it ignores the sources.
 
 Intervals: every method keeps its LOO residuals of log latency on the k samples; with
 s = their RMS, lo/hi = mean * exp(-/+ 1.645 s), a nominal 90 % band for a log-normal error
@@ -44,7 +46,9 @@ import numpy as np
 
 from coordinator.analysis import features as feat
 from coordinator.errors import UserError
+from coordinator.zoo import lut
 from coordinator.zoo.spaces import fbnet
+from coordinator.zoo.spaces.common import ArchError
 
 Z90 = 1.645
 MIN_SAMPLES = 3
@@ -52,13 +56,7 @@ RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 ADAPROXY_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 PROXY_ALPHA = 1e-3  # the proxy's one-hot model is fitted on thousands of archs
 BASELINES = ("flops", "ridge", "nnls")
-IMPLEMENTED = ("auto", "help", "ridge", "nnls", "adaproxy", "flops")
-NOT_IMPLEMENTED = ("lut",)
 ALL_METHODS = ("auto", "help", "ridge", "nnls", "adaproxy", "lut", "flops")
-
-
-def not_implemented(method: str) -> UserError:
-    return UserError(f"method {method} is not implemented yet; use {'|'.join(IMPLEMENTED)}")
 
 
 def _ridge(z: np.ndarray, y: np.ndarray, penalty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,11 +138,6 @@ class Predictor:
 
 class Flops(Predictor):
     name = "flops"
-
-    def __init__(self, space: str, seed: int = 0):
-        super().__init__(space, seed)
-        if space != "nb201":
-            raise UserError(f"method flops needs analytic MACs, implemented for nb201, not {space}")
 
     def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
         x = feat.macs(self.space, archs) / 1e6
@@ -299,18 +292,22 @@ class AdaProxy(Predictor):
 
 
 class Help(Predictor):
-    """HELP's setting, meta-learned as a Bayesian low-rank model.
+    """HELP's setting, meta-learned as a Bayesian low-rank model with a mixture prior.
 
     HELP describes a device by its latencies on a few architectures (its hardware embedding)
     and meta-trains, across source devices, a predictor that such an embedding adapts. Here the
     meta-training is an SVD of the sources' centred log latencies: every arch gets factors Z
     (the architecture encoder, learned from how the sources disagree about it) and every
-    source device a coefficient vector. The sources' coefficients give the prior (mean and
-    covariance) of an unseen device's coefficients; the k target samples -- HELP's 10
-    reference archs, or any others -- give the posterior (MAP, the device's embedding).
-    Architecture features (op counts, connectivity, dead-branch ops, MACs) are extra
-    regressors with a ridge penalty, for what no source shows (e.g. TFLite folding
-    disconnected cells). The prior's strength is chosen by exact leave-one-out on the samples.
+    source device a coefficient vector. An unseen device's coefficients get a mixture prior,
+    one Gaussian per source centred on that source's coefficients, with the sources' spread
+    (times 1/lambda) as covariance: a new board tends to resemble some known board more than
+    the average of them (a GPU at another batch size, a phone of the same generation). The k
+    target samples -- HELP's 10 reference archs, or any others -- weigh the components by
+    their marginal likelihood (noise variance integrated out) and give each a closed-form
+    posterior; the prediction is their weighted mean. Architecture features (op counts,
+    connectivity, dead-branch ops, MACs) are extra regressors with a ridge penalty, for what no
+    source shows (e.g. TFLite folding disconnected cells). lambda is chosen by leave-one-out
+    on the samples.
 
     This is not HELP's MAML-trained MLP; it needs no deep-learning framework, adapts in
     closed form, and gives a posterior variance per arch (wider far from the samples), which
@@ -318,7 +315,7 @@ class Help(Predictor):
     """
 
     name = "help"
-    PRIOR_SCALES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
     FEATURE_PENALTY = 3.0
 
     def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
@@ -335,22 +332,65 @@ class Help(Predictor):
             )
         self.row = {a: i for i, a in enumerate(self.archs)}
         y = np.log(np.array([[self.sources[d][a] for d in devices] for a in self.archs]))
-        u, sv, vt = np.linalg.svd(y - y.mean(axis=0), full_matrices=False)
+        offsets = y.mean(axis=0)
+        u, sv, vt = np.linalg.svd(y - offsets, full_matrices=False)
         rank = len(devices) - 1  # centring removes one dimension
         n = len(devices)
         self.z = u[:, :rank] * sv[:rank] / math.sqrt(n)
         coef = vt[:rank].T * math.sqrt(n)  # one row per source device
-        self.prior_mean = coef.mean(axis=0)
         self.prior_precision = np.linalg.inv(np.cov(coef.T).reshape(rank, rank)
                                              + 1e-6 * np.eye(rank))  # fmt: skip
         f = self._features(self.archs)
         self.f_mu, sd = f.mean(axis=0), f.std(axis=0)
         self.f_sd = np.where(sd > 0, sd, 1.0)
+        # component means over (intercept, factors, features): each source as it is
+        self.means = np.column_stack([offsets, coef, np.zeros((n, f.shape[1]))])
         return self
+
+    def _penalty(self, lam: float) -> np.ndarray:
+        d, rank = self.means.shape[1], self.z.shape[1]
+        p = np.zeros((d, d))
+        p[0, 0] = 1e-6  # the intercept is all but free
+        p[1 : rank + 1, 1 : rank + 1] = lam * self.prior_precision
+        p[rank + 1 :, rank + 1 :] = self.FEATURE_PENALTY * np.eye(d - 1 - rank)
+        return p
+
+    def _posterior(
+        self, x: np.ndarray, ly: np.ndarray, penalty: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(the mixture's posterior mean weights, A = X'X + penalty). Each component j has
+        posterior mean m_j + A^-1 X'(y - X m_j) and marginal likelihood proportional to
+        (r_j' C^-1 r_j)^(-k/2), r_j = y - X m_j, C = I + X penalty^-1 X' (Jeffreys prior on the
+        noise variance; |C| is the same for every component)."""
+        a = x.T @ x + penalty
+        r = ly[None, :] - self.means @ x.T
+        c = np.eye(len(ly)) + x @ np.linalg.solve(penalty, x.T)
+        quad = np.einsum("jk,kj->j", r, np.linalg.solve(c, r.T))
+        logw = -0.5 * len(ly) * np.log(np.maximum(quad, 1e-300))
+        weights = np.exp(logw - logw.max())
+        weights /= weights.sum()
+        post = self.means + np.linalg.solve(a, x.T @ r.T).T
+        return weights @ post, a
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        x, ly = self._x(archs), np.log(y)
+        best = None
+        for lam in self.LAMBDAS:
+            penalty = self._penalty(lam)
+            loo = np.empty(len(ly))
+            for i in range(len(ly)):  # k is small: refit per left-out sample
+                keep = np.arange(len(ly)) != i
+                w, _ = self._posterior(x[keep], ly[keep], penalty)
+                loo[i] = ly[i] - x[i] @ w
+            if best is None or _rms(loo) < _rms(best[1]) - 1e-12:
+                best = (lam, loo)
+        self.lam, loo = best
+        self.w, self.a = self._posterior(x, ly, self._penalty(self.lam))
+        return loo
 
     def _features(self, archs: list[str]) -> np.ndarray:
         x = feat.features(self.space, archs)
-        return x[:, 30:] if self.space == "nb201" else x[:, -len(fbnet.BLOCKS) :]
+        return x[:, 30:] if self.space == "nb201" else x[:, fbnet.N_LAYERS * len(fbnet.BLOCKS) :]
 
     def _x(self, archs: list[str]) -> np.ndarray:
         missing = [a for a in archs if a not in self.row]
@@ -362,26 +402,6 @@ class Help(Predictor):
         rows = [self.row[a] for a in archs]
         f = (self._features(archs) - self.f_mu) / self.f_sd
         return np.column_stack([np.ones(len(rows)), self.z[rows], f])
-
-    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
-        x = self._x(archs)
-        rank, q = self.z.shape[1], x.shape[1] - 1 - self.z.shape[1]
-        mean = np.r_[0.0, self.prior_mean, np.zeros(q)]
-        shifted = np.log(y) - x @ mean  # ridge towards the prior mean, not towards zero
-        best = None
-        for scale in self.PRIOR_SCALES:
-            p = np.zeros((x.shape[1], x.shape[1]))
-            p[1 : rank + 1, 1 : rank + 1] = scale * self.prior_precision
-            p[rank + 1 :, rank + 1 :] = self.FEATURE_PENALTY * np.eye(q)
-            a = x.T @ x + p
-            a_inv_xt = np.linalg.solve(a, x.T)
-            w = a_inv_xt @ shifted
-            h = np.einsum("ij,ji->i", x, a_inv_xt)
-            loo = (shifted - x @ w) / np.maximum(1.0 - h, 1e-6)
-            if best is None or _rms(loo) < _rms(best[3]) - 1e-12:
-                best = (scale, mean + w, a, loo)
-        self.prior_scale, self.w, self.a, loo = best
-        return loo
 
     def _mean_log(self, archs: list[str]) -> np.ndarray:
         return self._x(archs) @ self.w
@@ -419,19 +439,77 @@ class Help(Predictor):
         return np.exp(m), np.exp(m - s), np.exp(m + s)
 
 
+class Lut(Predictor):
+    name = "lut"
+
+    def __init__(self, space: str, seed: int = 0, table: Mapping[str, float] | None = None):
+        super().__init__(space, seed)
+        lut.check_space(space)
+        if not table:
+            raise UserError(
+                "method lut needs the target's per-layer table: --lut DATASET, the single-block "
+                f"models of `halo-coord zoo lut --space {space}` measured on the target"
+            )
+        self.dataset = lut.covered_dataset(space, table)
+        self.entries = lut.entry_matrix(space, self.dataset, table)
+
+    def sums(self, archs: Sequence[str]) -> np.ndarray:
+        try:
+            return lut.layer_sums(self.entries, self.space, archs)
+        except ArchError as exc:
+            raise UserError(str(exc)) from None
+
+    def _adapt(self, archs: list[str], y: np.ndarray) -> np.ndarray:
+        s = self.sums(archs)
+        self.floor = 1e-3 * float(np.min(y))
+        ly = np.log(y)
+        best = None
+        for scaled in (False, True):
+            loo = np.empty(len(y))
+            for i in range(len(y)):  # k is small: refit per left-out sample
+                keep = np.arange(len(y)) != i
+                w = self._fit(s[keep], y[keep], scaled)
+                loo[i] = ly[i] - math.log(max(float(self._line(w, s[i])), self.floor))
+            if best is None or _rms(loo) < _rms(best[1]) - 1e-12:
+                best = (self._fit(s, y, scaled), loo)
+        self.w, loo = best
+        return loo
+
+    @staticmethod
+    def _fit(s: np.ndarray, y: np.ndarray, scaled: bool) -> np.ndarray:
+        """(c,) of y = s + c, or (c, a) of y = c + a*s, by least squares."""
+        if not scaled:
+            return np.array([float(np.mean(y - s))])
+        w, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(s), s]), y, rcond=None)
+        return w
+
+    @staticmethod
+    def _line(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return w[0] + (s if len(w) == 1 else w[1] * s)
+
+    def _mean_log(self, archs: list[str]) -> np.ndarray:
+        return np.log(np.maximum(self._line(self.w, self.sums(archs)), self.floor))
+
+
 class Auto(Predictor):
     """The candidate with the smallest LOO RMSE of log latency; candidates that cannot run
     (flops on fbnet, nnls without a source covering the samples) are skipped."""
 
     name = "auto"
-    CANDIDATES = ("help", "flops", "ridge", "nnls", "adaproxy")
+    CANDIDATES = ("help", "flops", "ridge", "nnls", "adaproxy", "lut")
+
+    def __init__(self, space: str, seed: int = 0, table: Mapping[str, float] | None = None):
+        super().__init__(space, seed)
+        self.table = table
 
     def fit(self, sources: Mapping[str, Mapping[str, float]]) -> Predictor:
         super().fit(sources)
         self.fitted: dict[str, Predictor] = {}
         for m in self.CANDIDATES:
+            if m == "lut" and not self.table:
+                continue
             try:
-                self.fitted[m] = METHODS[m](self.space, self.seed).fit(self.sources)
+                self.fitted[m] = make(m, self.space, self.seed, self.table).fit(self.sources)
             except UserError:
                 continue
         return self
@@ -461,12 +539,16 @@ METHODS: dict[str, type[Predictor]] = {
     "nnls": Nnls,
     "adaproxy": AdaProxy,
     "flops": Flops,
+    "lut": Lut,
 }
 
 
-def make(method: str, space: str, seed: int = 0) -> Predictor:
-    if method in NOT_IMPLEMENTED:
-        raise not_implemented(method)
+def make(
+    method: str, space: str, seed: int = 0, table: Mapping[str, float] | None = None
+) -> Predictor:
+    """`table`: the target's per-layer lookup table (op arch -> ms), for lut and auto."""
     if method not in METHODS:
         raise UserError(f"--method: unknown method {method!r} (methods: {'|'.join(ALL_METHODS)})")
+    if method in ("lut", "auto"):
+        return METHODS[method](space, seed, table)
     return METHODS[method](space, seed)

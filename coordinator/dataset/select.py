@@ -29,7 +29,7 @@ WITH accepted AS (
     GROUP BY result_id
 )
 SELECT m.space, coalesce(m.dataset, 'unknown'), r.device, r.runtime, r.runtime_version,
-       r.threads, coalesce(m.dtype, 'unknown'), r.delegated, m.arch, m.arch_index, m.macs,
+       r.threads, coalesce(m.dtype, 'unknown'), r.xnnpack, m.arch, m.arch_index, m.macs,
        m.params, r.job_id, r.received_at, a.campaign_id,
        r.result_id, r.p50_ns, r.p90_ns, r.mean_ns, r.std_ns, r.count, r.e_per_inference_mj,
        r.e_dyn_per_inference_mj, r.p_mean_mw, r.energy_method
@@ -59,10 +59,12 @@ def measured_results(
     where, args = _filters(space, device, {"space": "m.space", "device": "r.device"})
     rows = store.query(_MEASURED_SQL + where + " ORDER BY r.received_at, r.rowid", args)
     out = []
-    for (sp, ds, dev, rt, rtv, thr, dtype, delegated, arch, index, macs, params, job_id,
+    for (sp, ds, dev, rt, rtv, thr, dtype, xnnpack, arch, index, macs, params, job_id,
          received_at, campaign_id, *figures) in rows:  # fmt: skip
+        # The delegate asked for, not whether it took ops: a network the converter folded to a
+        # constant has nothing to delegate, yet belongs to the same configuration's dataset.
         key = DatasetKey(
-            sp, ds, dev, rt, rtv, thr, dtype, DELEGATE_XNNPACK if delegated else DELEGATE_NONE
+            sp, ds, dev, rt, rtv, thr, dtype, DELEGATE_XNNPACK if xnnpack else DELEGATE_NONE
         )
         out.append(
             StoredResult(

@@ -11,10 +11,11 @@ import numpy as np
 
 from coordinator.errors import UserError
 from coordinator.render import table
+from coordinator.zoo import lut
 from coordinator.zoo.analytics import stats
 from coordinator.zoo.generate import DTYPES, MANIFEST, Generator, make_spec, read_manifest
 from coordinator.zoo.reader import read_model
-from coordinator.zoo.spaces import SPACES, get_space
+from coordinator.zoo.spaces import SPACES, fbnet, get_space
 
 DATASET_CHOICES = ("cifar10", "cifar100", "imagenet16-120", "imagenet")
 
@@ -72,6 +73,10 @@ def generate(space, archs, sample, all_, seed, out_dir, dtype, dataset, resoluti
     else:
         arch_list = list(archs)
     specs = [make_spec(space, a, dataset, resolution, dtype, seed) for a in arch_list]
+    _write(specs, out_dir, f"{space} {dtype}", as_json)
+
+
+def _write(specs: list, out_dir: Path, label: str, as_json: bool) -> None:
     try:
         gen = Generator(out_dir)
     except OSError as exc:
@@ -80,7 +85,7 @@ def generate(space, archs, sample, all_, seed, out_dir, dtype, dataset, resoluti
     with (
         gen,
         click.progressbar(
-            specs, label=f"{space} {dtype}", file=click.get_text_stream("stderr"), show_pos=True
+            specs, label=label, file=click.get_text_stream("stderr"), show_pos=True
         ) as bar,
     ):
         for spec in bar:
@@ -98,6 +103,43 @@ def generate(space, archs, sample, all_, seed, out_dir, dtype, dataset, resoluti
             f"{written} written, {len(rows) - written} already present in {out_dir} "
             f"(manifest: {out_dir / MANIFEST})"
         )
+
+
+@zoo.command("lut")
+@click.option("--space", required=True, type=click.Choice(lut.SPACES), help="Layer-wise space.")
+@click.option(
+    "--dataset",
+    default=fbnet.DEFAULT_DATASET,
+    show_default=True,
+    type=click.Choice(list(fbnet.DATASETS)),
+    help="Macro setting: fixes each layer's input shape.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the models and manifest.jsonl (without it: print the op archs).",
+)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
+@click.option("--seed", default=0, show_default=True, help="Seed for the weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest lines written.")
+def lut_command(space, dataset, out_dir, dtype, seed, as_json):
+    """Write the single-block models of a space's per-layer lookup table (space `op`, one per
+    distinct layer shape and block; the identity costs nothing and has none). Measure the
+    directory on a device, then `halo-coord predict --method lut --lut DEVICE` sums them.
+
+    \b
+    Examples:
+      halo-coord zoo lut --space fbnet --dataset cifar100 --out lut-fbnet/
+      halo-coord zoo lut --space fbnet > fbnet-ops.txt
+    """
+    archs = lut.op_archs(space, dataset)
+    if out_dir is None:
+        for arch in archs:
+            click.echo(arch)
+        return
+    specs = [make_spec("op", a, None, None, dtype, seed) for a in archs]
+    _write(specs, out_dir, f"{space} {dataset} lookup table", as_json)
 
 
 @zoo.command()

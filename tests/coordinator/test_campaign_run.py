@@ -359,6 +359,37 @@ def test_onboard_measures_the_reference_architectures(farm, tmp_path):
     assert norm[lat.index(max(lat))] == 1.0
 
 
+NB201_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201" / "latency_ms.csv"
+
+
+@pytest.mark.skipif(not NB201_CSV.exists(), reason="public NB201 latency table not here")
+def test_onboard_suggest_measures_the_active_picks(farm, tmp_path):
+    start, env, _ = farm
+    start("onb-2")
+    out = coord("dataset", "import", str(NB201_CSV), "--format", "wide", "--device-columns",
+                "gold_6240,samsung_s7,1080ti_1", env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    args = ("onboard", "onb-2", "--repetitions", "1", "--min-runs", "3", "--min-seconds", "0")
+    bad = coord(*args, "--suggest", "2", "--source", "onb-2", env=env)
+    assert bad.returncode == 2 and "no dataset 'onb-2'" in bad.stderr  # nothing measured yet
+    out = coord(*args, "--suggest", "2", "--source", "gold_6240", "--source", "samsung_s7",
+                "--json", env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    active = doc["active"]
+    assert len(active["sources"]) == 2 and active["campaign_id"].startswith("onboard-onb-2-active")
+    embedded = {e["arch"] for e in doc["embedding"]}
+    picks = active["archs"]
+    assert len(picks) == 2 and not embedded & {p["arch"] for p in picks}
+    for p in picks:
+        assert 0 < p["lo_ms"] <= p["predicted_ms"] <= p["hi_ms"]
+        assert p["latency_ms"] is not None and p["latency_ms"] > 0
+    # both campaigns measured one nb201 configuration: one dataset of 12 archs
+    shown = coord("dataset", "show", "nb201/cifar10/onb-2", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert len(json.loads(shown.stdout)["rows"]) == 12
+
+
 def test_ctrl_c_leaves_the_run_resumable(farm, tmp_path):
     import signal
 

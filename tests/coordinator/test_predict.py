@@ -30,7 +30,6 @@ from tests.coordinator.test_dataset_support import Run
 CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201" / "latency_ms.csv"
 DEVICES = ["pixel3", "samsung_a50", "samsung_s7", "gold_6240", "1080ti_1", "silver_4114"]
 METHODS = ("flops", "ridge", "nnls", "adaproxy", "help", "auto")
-NOT_IMPLEMENTED = "method {} is not implemented yet; use auto|help|ridge|nnls|adaproxy|flops"
 
 pytestmark = pytest.mark.skipif(not CSV.exists(), reason="public NB201 latency table not here")
 
@@ -103,9 +102,12 @@ def test_features_of_all_nb201_archs_are_fast_and_consistent() -> None:
 
 
 def test_fbnet_features() -> None:
-    x = feat.features("fbnet", ["0-1-2-3-4-5-6-7-8-0-1-2-3-4-5-6-7-8-8-8-8-8"])
-    assert x.shape == (1, 22 * 9 + 9)
+    arch = "0-1-2-3-4-5-6-7-8-0-1-2-3-4-5-6-7-8-8-8-8-8"
+    x = feat.features("fbnet", [arch])
+    assert x.shape == (1, 22 * 9 + 9 + 1) == (1, len(feat.FBNET_COLUMNS))
     assert x[0, :198].sum() == 22 and x[0, 198 + 8] == 6
+    zoo = stats(build_graph(make_spec("fbnet", arch, "cifar100"))[1]).macs
+    assert x[0, -1] * 1e6 == pytest.approx(zoo, abs=0.5)
 
 
 # -- predictors ------------------------------------------------------------------------------
@@ -130,10 +132,9 @@ def test_each_method_gives_ordered_intervals_and_is_deterministic(cols: dict, me
         assert np.array_equal(a, b)
 
 
-def test_lut_is_not_implemented() -> None:
-    for m in ("lut",):
-        with pytest.raises(UserError, match=NOT_IMPLEMENTED.format(m).replace("|", r"\|")):
-            pred.make(m, "nb201")
+def test_lut_is_for_layer_wise_spaces_only() -> None:
+    with pytest.raises(UserError, match=r"layer-wise spaces \(fbnet\), not 'nb201'"):
+        pred.make("lut", "nb201", table={"x": 1.0})
 
 
 def test_predicting_all_archs_after_adapt_is_fast(cols: dict) -> None:
@@ -266,13 +267,13 @@ def test_cli_help_texts_have_examples() -> None:
         assert r.out.count("Example") >= 5
 
 
-@pytest.mark.parametrize("method", ["lut"])
-def test_cli_not_implemented_methods(store_path: Path, files: dict[str, Path], method: str) -> None:
-    r = run(*base_args(store_path, files), "--method", method)
-    assert r.code == 2
-    assert r.err.endswith(f"halo-coord: error: {NOT_IMPLEMENTED.format(method)}\n")
-    r = run(*eval_args(store_path, "pixel3", "gold_6240", "10"), "--method", method)
-    assert r.code == 2 and NOT_IMPLEMENTED.format(method) in r.err
+def test_cli_lut_on_nb201_says_why(store_path: Path, files: dict[str, Path]) -> None:
+    r = run(*base_args(store_path, files), "--method", "lut", "--lut", "pixel3")
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "halo-coord: error: --lut: no dataset 'pixel3'" in r.err  # no op-space data here
+    r = run(*eval_args(store_path, "pixel3", "gold_6240", "10"), "--method", "lut")
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "layer-wise spaces (fbnet), not 'nb201'" in r.err
 
 
 def _replace(args: list, flag: str, value: str | Path) -> list:

@@ -3,7 +3,9 @@
 Encoding: `<kind>:<H>x<W>x<C>:<key>=<value>,...` with every key present in canonical form, e.g.
 `conv:32x32x16:k=3,s=1,cout=32,g=1,act=relu,pad=same` or
 `mbconv:16x16x24:k=5,e=6,s=2,cout=32,g=1,act=relu6,se=0`. `pad=explicit` writes a PAD op and a
-VALID conv (what a converted PyTorch model contains) instead of SAME padding.
+VALID conv (what a converted PyTorch model contains) instead of SAME padding. `fbnet` is one
+FBNet block exactly as the fbnet space builds it (`fbnet:32x32x16:b=k3_e1_g2,s=1,cout=24`), so a
+lookup table of them sums to the network (`coordinator/zoo/lut.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 
 from coordinator.zoo.graph import Graph, fuse_activations
 from coordinator.zoo.kernels import same_padding
+from coordinator.zoo.spaces import fbnet
 from coordinator.zoo.spaces.common import (
     ArchError,
     Built,
@@ -55,6 +58,7 @@ KINDS: dict[str, dict[str, tuple]] = {
         "se": ("0", (0, 1)),
     },
     "skip": {"s": ("1", (1, 2)), "cout": ("", int)},
+    "fbnet": {"b": ("k3_e1", fbnet.BLOCKS), "s": ("1", (1, 2)), "cout": ("", int)},
     "pool": {"type": ("avg", ("avg", "max")), "k": ("3", int), "s": ("1", (1, 2))},
     "gap": {},
     "fc": {"cout": ("10", int)},
@@ -193,6 +197,10 @@ def _layer(g: Graph, init: Init, x: int, kind: str, p: dict, c: int) -> int:
         if p["s"] == 1 and p["cout"] == c:
             raise ArchError("skip: an identity layer has no op to measure (use s=2 or cout≠cin)")
         return conv_bn(g, init, x, p["cout"], 1, p["s"], act="RELU", name="skip")
+    if kind == "fbnet":
+        if p["b"] == "skip" and p["s"] == 1 and p["cout"] == c:
+            raise ArchError("fbnet: skip at s=1, cout=cin is the identity; nothing to measure")
+        return fbnet.block(g, init, x, fbnet.BLOCKS.index(p["b"]), p["cout"], p["s"], "fbnet")
     if kind == "pool":
         return g.pool2d(x, p["type"], p["k"], p["s"], name="pool")
     if kind == "gap":
