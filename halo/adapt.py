@@ -1,0 +1,124 @@
+"""Pretraining on the source domain and the on-device adaptation loop on the target domain,
+with optional layer-wise update sparsity and a per-step account of the work done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from halo.errors import ConfigError
+from halo.optim.base import OpCount, Optimizer
+from halo.optim.baselines import Adam
+from halo.optimizees.network import Network
+from halo.sparsity import SparsitySchedule
+from halo.tasks.base import DomainData
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    steps: int = 100
+    batch_size: int = 64
+    seed: int = 0
+    eval_every: int = 0  # 0: evaluate only before and after
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.eval_every < 0:
+            raise ConfigError("steps and eval_every must be >= 0 and batch_size >= 1")
+
+
+@dataclass
+class AdaptResult:
+    losses: List[float]  # minibatch training loss at each step (before its update)
+    updated: np.ndarray  # (steps, tensors) bool: which tensors each step updated
+    eval_steps: List[int] = field(default_factory=list)
+    test_accuracy: List[float] = field(default_factory=list)  # on the test split, at eval_steps
+    test_balanced_accuracy: List[float] = field(default_factory=list)
+    test_loss: List[float] = field(default_factory=list)
+    macs_forward: int = 0
+    macs_backward: int = 0
+    macs_backward_dense: int = 0  # what the same steps would have cost without truncation
+    optimizer_ops: OpCount = field(default_factory=OpCount)
+
+    @property
+    def initial_accuracy(self) -> float:
+        return self.test_accuracy[0]
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.test_accuracy[-1]
+
+
+def _batches(rng: np.random.Generator, n: int, batch: int):
+    """Endless minibatches: shuffled epochs, the last partial batch dropped when n > batch."""
+    size = min(batch, n)
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n - size + 1, size):
+            yield order[start : start + size]
+
+
+def run_adaptation(
+    net: Network,
+    params: Sequence[np.ndarray],
+    optimizer: Optimizer,
+    data: DomainData,
+    settings: AdaptSettings = AdaptSettings(),
+    sparsity: Optional[SparsitySchedule] = None,
+) -> Tuple[List[np.ndarray], AdaptResult]:
+    """Train ``params`` on ``data.x_train`` for ``settings.steps`` steps; seeded throughout
+    (minibatches, sparsity masks and the optimizer's initial state have separate streams)."""
+    batch_seq, mask_seq, opt_seq = np.random.SeedSequence(settings.seed).spawn(3)
+    batch_rng = np.random.default_rng(batch_seq)
+    mask_rng = np.random.default_rng(mask_seq)
+    params = list(params)
+    state = optimizer.init(params, rng=np.random.default_rng(opt_seq))
+    batches = _batches(batch_rng, len(data.x_train), settings.batch_size)
+    n_tensors = len(params)
+    result = AdaptResult([], np.zeros((settings.steps, n_tensors), dtype=bool))
+
+    def evaluate(step: int) -> None:
+        result.eval_steps.append(step)
+        result.test_accuracy.append(net.accuracy(params, data.x_test, data.y_test))
+        result.test_balanced_accuracy.append(
+            net.balanced_accuracy(params, data.x_test, data.y_test)
+        )
+        result.test_loss.append(net.loss(params, data.x_test, data.y_test))
+
+    evaluate(0)
+    for t in range(settings.steps):
+        idx = next(batches)
+        if sparsity is None:
+            mask = np.ones(n_tensors, dtype=bool)
+        else:
+            mask = sparsity.draw(net.layer_of, mask_rng)
+        loss, grads, info = net.loss_and_grads(params, data.x_train[idx], data.y_train[idx], mask)
+        params, state = optimizer.update(params, grads, state, list(mask))
+        result.losses.append(loss)
+        result.updated[t] = mask
+        result.macs_forward += info.macs_forward
+        result.macs_backward += info.macs_backward
+        result.macs_backward_dense += info.macs_backward_dense
+        result.optimizer_ops = result.optimizer_ops + optimizer.cost(net.sizes, list(mask))
+        done = t + 1
+        if (settings.eval_every and done % settings.eval_every == 0) or done == settings.steps:
+            evaluate(done)
+    return params, result
+
+
+def pretrain(
+    net: Network,
+    data: DomainData,
+    steps: int = 500,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    dtype=np.float32,
+) -> List[np.ndarray]:
+    """A source-domain model trained with Adam from a seeded initialisation (HALO step 1)."""
+    params = net.init(seed, dtype=dtype)
+    params, _ = run_adaptation(
+        net, params, Adam(lr=lr), data, AdaptSettings(steps, batch_size, seed + 1)
+    )
+    return params
