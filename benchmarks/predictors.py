@@ -78,6 +78,27 @@ def timings(space: str, table: dict[str, dict[str, float]], target: str) -> dict
     return out
 
 
+def weakest_targets(results: dict, ks: tuple[int, ...], n: int = 3) -> list[tuple[str, ...]]:
+    """Rows for the n targets whose best baseline has the lowest Spearman at k = 10: that
+    baseline against each learned method."""
+    if 10 not in ks:
+        return []
+    per = results["10"]
+
+    def rho(t: str, m: str) -> float:
+        return per[t][m]["spearman"] if per[t][m]["error"] is None else float("nan")
+
+    best = {t: max(BASELINES, key=lambda b: np.nan_to_num(rho(t, b), nan=-1)) for t in per}
+    order = sorted(per, key=lambda t: rho(t, best[t]))[:n]
+    learned = [m for m in METHODS if m not in BASELINES]
+    rows = [("target", "best baseline", *learned)]
+    for t in order:
+        base = rho(t, best[t])
+        cells = [f"{rho(t, m):.3f} ({rho(t, m) - base:+.3f})" for m in learned]
+        rows.append((t, f"{best[t]} {base:.3f}", *cells))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", choices=("nb201", "fbnet"), default="nb201")
@@ -104,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             ), flush=True)  # fmt: skip
     elapsed = time.perf_counter() - started
 
-    lines = [("k", "method", "mean rho", "min rho", "vs best baseline", "MAPE %", "cover %")]
+    lines = [("k", "method", "mean rho", "min rho", "vs best baseline", "MAPE %",
+              "MAPE conn %", "cover %")]  # fmt: skip
     summary = {}
     for k in ks:
         per = results[str(k)]
@@ -118,13 +140,19 @@ def main(argv: list[str] | None = None) -> int:
             if not rho:
                 continue
             mape = np.mean([per[t][m]["mape"] for t in per if per[t][m]["error"] is None])
+            conn = [per[t][m]["mape_connected"] for t in per if per[t][m]["error"] is None]
+            conn_text = "-" if None in conn else f"{np.mean(conn):.0f}"
             cover = np.mean([per[t][m]["coverage"] for t in per if per[t][m]["error"] is None])
             summary[f"{k}/{m}"] = {"mean_spearman": float(np.mean(rho)), "min": min(rho)}
             lines.append((str(k), m, f"{np.mean(rho):.3f}", f"{min(rho):.3f}",
-                          f"{np.mean(rho) - best_base:+.3f}", f"{mape:.0f}",
+                          f"{np.mean(rho) - best_base:+.3f}", f"{mape:.0f}", conn_text,
                           f"{100 * cover:.0f}"))  # fmt: skip
     print()
     print_rows(lines, left=2)
+    weakest = weakest_targets(results, ks)
+    if weakest:
+        print("\nk = 10 on the 3 targets where the baselines are weakest (best baseline's rho):")
+        print_rows(weakest, left=1)
     print(f"HELP paper, k = 10: {HELP_PAPER[args.space]}; {len(targets)} targets, {draws} draws, "
           f"{elapsed:.0f} s")  # fmt: skip
     times = timings(args.space, table, targets[0])

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from coordinator.analysis import features as feat
 from coordinator.analysis import predictors as pred
 from coordinator.errors import UserError
 
@@ -37,6 +38,9 @@ class MethodScore:
     coverage: float  # share of true latencies inside [lo, hi]
     adapt_s: float  # mean seconds per adapt
     predict_s: float  # mean seconds per predict (all held-out archs)
+    # nb201: MAPE over connected archs only; a runtime folds a disconnected cell to a constant
+    # (~0 ms), where any relative error explodes and drowns the rest.
+    mape_connected: float | None = None
     chosen: dict[str, int] | None = None  # auto: how often each method was picked
     error: str | None = None  # the method could not run (e.g. flops on fbnet)
 
@@ -44,7 +48,13 @@ class MethodScore:
         return asdict(self)
 
 
-def scores(y: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, float]:
+def scores(
+    y: np.ndarray,
+    mean: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    connected: np.ndarray | None = None,
+) -> dict[str, float]:
     from scipy import stats
 
     with warnings.catch_warnings():
@@ -52,7 +62,11 @@ def scores(y: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> d
         rho = stats.spearmanr(y, mean).statistic
         tau = stats.kendalltau(y, mean, variant="b").statistic
     rel = np.abs(mean - y) / y
+    extra = {}
+    if connected is not None and connected.any():
+        extra["mape_connected"] = 100.0 * float(np.mean(rel[connected]))
     return {
+        **extra,
         "spearman": float(rho) if not math.isnan(rho) else 0.0,
         "kendall": float(tau) if not math.isnan(tau) else 0.0,
         "mape": 100.0 * float(np.mean(rel)),
@@ -106,6 +120,9 @@ def evaluate(
         raise UserError("--source: at least one source device is needed")
     methods = list(methods) if methods is not None else methods_for(None, bool(table))
     y_all = np.array([target[a] for a in archs])
+    connected_all = None
+    if space == "nb201":
+        connected_all = feat.features(space, archs)[:, feat.NB201_COLUMNS.index("connected")] > 0
     fitted: dict[str, pred.Predictor | str] = {}
     for m in methods:
         try:
@@ -134,7 +151,7 @@ def evaluate(
             except UserError as exc:
                 fitted[m] = str(exc)
                 continue
-            s = scores(y, mean, lo, hi)
+            s = scores(y, mean, lo, hi, None if connected_all is None else connected_all[~pick])
             s["adapt_s"], s["predict_s"] = t1 - t0, t2 - t1
             per[m].append(s)
             if isinstance(p, pred.Auto):
@@ -163,6 +180,7 @@ def evaluate(
                 stat("coverage")[0],
                 stat("adapt_s")[0],
                 stat("predict_s")[0],
+                stat("mape_connected")[0] if "mape_connected" in rows[0] else None,
                 chosen=dict(sorted(chosen.items())) if m == "auto" else None,
             )
         )

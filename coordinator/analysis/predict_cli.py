@@ -289,7 +289,7 @@ def render(report: dict) -> str:
     rows = []
     for r in report["methods"]:
         if r["error"]:
-            rows.append([r["method"], "-", "-", "-", "-", "-", r["error"]])
+            rows.append([r["method"], "-", "-", "-", "-", "-", "-", r["error"]])
             continue
         note = ""
         if r["chosen"]:
@@ -300,6 +300,7 @@ def render(report: dict) -> str:
                 f"{_num(r['spearman'])} ± {_num(r['spearman_std'])}",
                 f"{_num(r['kendall'])} ± {_num(r['kendall_std'])}",
                 f"{_num(r['mape'], '{:.1f}')} ± {_num(r['mape_std'], '{:.1f}')}",
+                _num(r["mape_connected"], "{:.1f}"),
                 f"{_num(_pct(r['acc10']), '{:.0f}')} ± {_num(_pct(r['acc10_std']), '{:.0f}')}",
                 _num(_pct(r["coverage"]), "{:.0f}"),
                 note,
@@ -309,7 +310,8 @@ def render(report: dict) -> str:
         f"target {report['target']}, space {report['space']}, k = {report['k']}, "
         f"{report['draws']} draws, sources {', '.join(report['sources'])}:"
     )
-    header = ["method", "spearman", "kendall", "MAPE %", "±10 % acc %", "90% cover %", ""]
+    header = ["method", "spearman", "kendall", "MAPE %", "MAPE connected %", "±10 % acc %",
+              "90% cover %", ""]  # fmt: skip
     return head + "\n" + table(header, rows)
 
 
