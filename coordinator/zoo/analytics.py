@@ -97,20 +97,22 @@ def activation_peak_bytes(graph: Graph) -> int:
     end = len(graph.ops)
     for t in graph.outputs:
         last_use[t] = end
-    live = {t for t in graph.inputs}
-    size = lambda t: graph.tensors[t].nbytes  # noqa: E731
-    current = sum(size(t) for t in live)
+    # Bytes released after each op, filled in as tensors come alive: one pass, not a scan of
+    # the live set per op.
+    freed_after = [0] * (end + 1)
+    current = 0
+    for t in set(graph.inputs):
+        current += graph.tensors[t].nbytes
+        freed_after[max(last_use.get(t, -1), 0)] += graph.tensors[t].nbytes
     peak = current
     for i, op in enumerate(graph.ops):
         for t in op.outputs:
-            if not graph.tensors[t].is_const:
-                live.add(t)
-                current += size(t)
+            tensor = graph.tensors[t]
+            if not tensor.is_const:
+                current += tensor.nbytes
+                freed_after[max(last_use.get(t, -1), i)] += tensor.nbytes
         peak = max(peak, current)
-        for t in list(live):
-            if last_use.get(t, -1) <= i:
-                live.discard(t)
-                current -= size(t)
+        current -= freed_after[i]
     return int(peak)
 
 

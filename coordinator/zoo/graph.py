@@ -17,6 +17,9 @@ from coordinator.errors import UserError
 from coordinator.zoo import kernels
 from coordinator.zoo.tflite_schema import TYPE_BYTES
 
+# `str(dtype)` goes through Python-level numpy code; this is a C-level lookup.
+_DTYPE_NAMES = {np.dtype(n): n for n in TYPE_BYTES}
+
 
 class GraphError(UserError, ValueError):
     """A graph is malformed (bad shapes, unknown op, wrong operand)."""
@@ -89,7 +92,8 @@ class Graph:
 
     def const(self, array: np.ndarray, name: str) -> int:
         array = np.ascontiguousarray(array)
-        return self.add_tensor(Tensor(name, tuple(array.shape), str(array.dtype), array))
+        dtype = _DTYPE_NAMES.get(array.dtype) or str(array.dtype)
+        return self.add_tensor(Tensor(name, array.shape, dtype, array))
 
     def _emit(
         self, kind: str, inputs: list[int], out_shape: tuple[int, ...], options: dict, name: str
@@ -129,8 +133,10 @@ class Graph:
         if cin % cin_g or cout % (cin // cin_g):
             raise GraphError(f"conv2d {name}: weights {w.shape} do not fit input channels {cin}")
         oh, ow = _out_hw(h, wd, kh, kw, stride, padding, dilation)
-        wt = self.const(w.astype(np.float32), f"{name}/weights")
-        bt = self.const(b.astype(np.float32), f"{name}/bias")
+        # asarray, not astype: weights come read-only from a cache shared by every model, so
+        # referencing them is safe and a copy per model would only cost time.
+        wt = self.const(np.asarray(w, np.float32), f"{name}/weights")
+        bt = self.const(np.asarray(b, np.float32), f"{name}/bias")
         opts = _spatial(padding, stride, act, dilation)
         return self._emit("CONV_2D", [x, wt, bt], (n, oh, ow, cout), opts, name)
 
@@ -151,8 +157,8 @@ class Graph:
         if cm != c * multiplier:
             raise GraphError(f"depthwise {name}: weights {w.shape} need {c}x{multiplier} channels")
         oh, ow = _out_hw(h, wd, kh, kw, stride, padding, dilation)
-        wt = self.const(w.astype(np.float32), f"{name}/weights")
-        bt = self.const(b.astype(np.float32), f"{name}/bias")
+        wt = self.const(np.asarray(w, np.float32), f"{name}/weights")
+        bt = self.const(np.asarray(b, np.float32), f"{name}/bias")
         opts = _spatial(padding, stride, act, dilation)
         opts["depth_multiplier"] = multiplier
         return self._emit("DEPTHWISE_CONV_2D", [x, wt, bt], (n, oh, ow, cm), opts, name)
@@ -165,8 +171,8 @@ class Graph:
         rows = int(np.prod(shape)) // in_f
         if rows * in_f != int(np.prod(shape)):
             raise GraphError(f"fully_connected {name}: input {shape} does not flatten to {in_f}")
-        wt = self.const(w.astype(np.float32), f"{name}/weights")
-        bt = self.const(b.astype(np.float32), f"{name}/bias")
+        wt = self.const(np.asarray(w, np.float32), f"{name}/weights")
+        bt = self.const(np.asarray(b, np.float32), f"{name}/bias")
         opts = {"fused_activation_function": act, "keep_num_dims": False}
         return self._emit("FULLY_CONNECTED", [x, wt, bt], (rows, out_f), opts, name)
 
@@ -283,6 +289,8 @@ def _out_hw(
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...], name: str) -> tuple[int, ...]:
+    if a == b:  # the common case, without numpy's general (and slower) path
+        return a
     try:
         return tuple(np.broadcast_shapes(a, b))
     except ValueError as exc:
