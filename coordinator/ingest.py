@@ -1,13 +1,14 @@
 """Ingest: MQTT messages from the devices into the store, each exactly once, acked after commit.
 
 One paho client (MQTT 5, persistent session under a stable client id, ``manual_ack=True``)
-queues every message from its network thread to a writer thread. The writer takes a batch
-(up to ``batch_max`` messages, or what arrived within ``batch_ms`` of the first), decodes and
-validates it, writes it in one transaction, and only after the commit acks each message. A
-crash anywhere before the commit means no ack, so the broker redelivers to this session when
-it comes back; a crash after the commit but before the ack means a redelivery that
-``result_id`` absorbs. An invalid message is counted in ``rejects`` and acked after that count
-is committed, so it is not redelivered forever.
+decodes and validates every message in its network thread and queues it to a writer thread.
+The writer takes a batch (up to ``batch_max`` messages, or what arrived within ``batch_ms`` of
+the first), writes it in one transaction, and only after the commit hands the batch back to be
+acked: by the network thread before the next message it handles, or by the writer if the
+stream pauses first. A crash anywhere before the commit means no ack, so the broker redelivers
+to this session when it comes back; a crash after the commit but before the ack means a
+redelivery that ``result_id`` absorbs. An invalid message is counted in ``rejects`` and acked
+after that count is committed, so it is not redelivered forever.
 
 Results and acks come through the shared subscription group ``ingest``, so several ingest
 workers (distinct names, same store) split the stream; status, caps and heartbeats come through
@@ -28,6 +29,7 @@ Run a standalone worker with ``python -m coordinator.ingest --host H --port P [-
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -64,6 +66,7 @@ DIE_BEFORE_COMMIT_ENV = "HALOFARM_TEST_INGEST_DIE_BEFORE_COMMIT"
 TEST_DIE_EXIT_CODE = 86
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RETRY_S = (0.1, 0.5, 1.0, 5.0)  # writer back-off while the store refuses a batch
+_LULL_S = 0.002  # no new message for this long ends a batch early
 _HANDLED = ("result", "ack", "status", "caps", "hb")
 # Per-batch counters of _write, named as in IngestStats.
 _COUNTERS = ("results_inserted", "results_duplicate", "acks", "status", "caps", "hb", "rejected")
@@ -98,7 +101,7 @@ class IngestStats:
 
 @dataclass
 class _Item:
-    """One received message, decoded and validated by the writer, waiting for commit and ack."""
+    """One received message, decoded and checked on arrival, waiting for commit and ack."""
 
     mid: int
     qos: int
@@ -119,9 +122,10 @@ def client_id(name: str) -> str:
 class Ingestor:
     """Subscribe, store, ack. ``start()`` returns at once; ``stop()`` drains and disconnects.
 
-    ``on_commit(results)`` (optional) is called from the writer thread after each commit that
-    stored new results, with the result envelopes of that batch (redelivered ones included),
-    e.g. for a CLI waiting for its results.
+    ``on_commit(results)`` (optional; set it before ``start()``) is called from the writer
+    thread after each commit that stored new results, with the result envelopes of that batch
+    (redelivered ones included), e.g. for a CLI waiting for its results. Without it, ingest
+    does not keep decoded results once their rows are made.
     """
 
     def __init__(
@@ -152,6 +156,8 @@ class Ingestor:
         self.batch_s = batch_ms / 1000.0
         self.on_commit = on_commit
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        # Committed batches and their counts, waiting for their acks (_ack_committed).
+        self._committed: collections.deque[tuple[list[_Item], dict[str, int]]] = collections.deque()
         self._stats = IngestStats()
         self._stats_lock = threading.Lock()
         self._generation = 0
@@ -216,6 +222,8 @@ class Ingestor:
                 "ingest writer did not finish within %.0f s; un-acked messages will be redelivered",
                 timeout,
             )
+        else:
+            self._ack_committed()
         self._client.disconnect()
         self._client.loop_stop()
         self._writer = None
@@ -281,7 +289,51 @@ class Ingestor:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         if self._stopping:
             return  # not acked: redelivered to this session after the next connect
-        self._queue.put((msg, time.time(), self._generation))
+        if self._committed:
+            self._ack_committed()
+        # Decode here rather than in the writer, and ack here too (above): nearly all of
+        # ingest's Python work then runs in this thread, while the writer spends its time in
+        # SQLite, which runs without the GIL. Split the other way, the threads hand the GIL
+        # back and forth on every message and every ack, and the writer's decoding starves
+        # this thread of it (benchmarks/ingest_throughput.py).
+        item = _classify(msg, time.time(), self._generation)
+        if item.row is not None and self.on_commit is None:
+            # The row is all the writer needs. Thousands of decoded results held until their
+            # batch commits cost memory and cache misses on both threads (~10% of ingest's
+            # CPU time in ingest_throughput.py).
+            item.env = None
+        self._queue.put(item)
+
+    # -- acks (either thread) ----------------------------------------------------------------
+
+    def _ack_committed(self) -> bool:
+        """Ack every committed batch still waiting and count it; True if there was one.
+
+        The network thread calls this before each message it handles; the writer calls it
+        whenever the stream pauses (the broker may be holding back until it gets these acks:
+        its in-flight window is full) and before it commits the next batch. Each batch is
+        taken off the deque once, so it is acked once, by whichever thread gets it.
+        """
+        found = False
+        while True:
+            try:
+                batch, counts = self._committed.popleft()
+            except IndexError:
+                return found
+            found = True
+            acked = 0
+            for item in batch:
+                # A mid from an earlier connection could name a different message now.
+                if item.qos and item.generation == self._generation and self._connected:
+                    self._client.ack(item.mid, item.qos)
+                    acked += 1
+            with self._stats_lock:
+                st = self._stats
+                st.messages += len(batch)
+                st.batches += 1
+                st.acked += acked
+                for key, value in counts.items():
+                    setattr(st, key, getattr(st, key) + value)
 
     # -- writer thread -----------------------------------------------------------------------
 
@@ -290,11 +342,11 @@ class Ingestor:
         while not stop:
             batch, stop = self._collect()
             if batch:
-                self._commit_and_ack(batch)
+                self._commit(batch)
 
-    def _collect(self) -> tuple[list[tuple], bool]:
-        """Block for one message, then take more until batch_max, batch_ms or a lull."""
-        first = self._queue.get()
+    def _collect(self) -> tuple[list[_Item], bool]:
+        """Wait for one message, then take more until batch_max, batch_ms or a lull."""
+        first = self._next()
         if first is _STOP:
             return [], True
         batch = [first]
@@ -303,22 +355,38 @@ class Ingestor:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                # A lull: the broker may be waiting for our acks (its in-flight window), so
-                # waiting out the whole batch_ms would only stall the stream.
+                # Sleep rather than block on the queue: a blocked get() wakes this thread
+                # for every message, each time taking the GIL from the network thread.
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                try:
-                    item = self._queue.get(timeout=min(left, 0.002))
-                except queue.Empty:
+                time.sleep(min(left, _LULL_S))
+                # A lull: the broker may be waiting for our acks (its in-flight window), so
+                # send them, or, if there were none to send, stop waiting out batch_ms: it
+                # would only stall the stream.
+                if self._queue.empty() and not self._ack_committed():
                     break
+                continue
             if item is _STOP:
                 return batch, True
             batch.append(item)
+        # Normally the network thread has acked the last batch by now; if it has not, no
+        # message has come since, and those acks should not wait for this batch's commit.
+        self._ack_committed()
         return batch, False
 
-    def _commit_and_ack(self, received: list[tuple]) -> None:
-        batch = [_classify(*args) for args in received]
+    def _next(self) -> object:
+        """The next message (or _STOP); acks what is committed if the stream pauses first."""
+        while self._committed:
+            try:
+                return self._queue.get(timeout=_LULL_S)
+            except queue.Empty:
+                self._ack_committed()
+        return self._queue.get()
+
+    def _commit(self, batch: list[_Item]) -> None:
+        """Write the batch in one transaction, retrying until the store takes it, then hand
+        it over to be acked (see _ack_committed)."""
         attempt = 0
         while True:
             try:
@@ -336,19 +404,7 @@ class Ingestor:
         self._commits += 1
         if self._die_after == self._commits:
             os._exit(TEST_DIE_EXIT_CODE)
-        acked = 0
-        for item in batch:
-            # A mid from an earlier connection could name a different message now.
-            if item.qos and item.generation == self._generation and self._connected:
-                self._client.ack(item.mid, item.qos)
-                acked += 1
-        with self._stats_lock:
-            st = self._stats
-            st.messages += len(batch)
-            st.batches += 1
-            st.acked += acked
-            for key, value in counts.items():
-                setattr(st, key, getattr(st, key) + value)
+        self._committed.append((batch, counts))
         if self.on_commit is not None and counts["results_inserted"]:
             try:
                 self.on_commit([i.env for i in batch if i.row is not None])
@@ -425,6 +481,10 @@ def _classify(msg: mqtt.MQTTMessage, received_at: float, generation: int) -> _It
         item.env = env
     except ProtocolError as exc:
         item.reason = str(exc)
+    except Exception as exc:  # our bug: it must not end paho's network thread (this runs there)
+        log.exception("could not check a message on %.200s", topic)
+        item.env = item.row = None
+        item.reason = f"message: the coordinator failed to check it ({type(exc).__name__})"
     return item
 
 

@@ -327,12 +327,41 @@ _CHUNK_ROWS = (256, 64, 16, 4, 1)
 
 @functools.lru_cache(maxsize=len(_CHUNK_ROWS))
 def _insert_results_sql(rows: int) -> str:
-    # The payload parameter is the whole envelope's JSON text; SQLite cuts the body out of it
-    # in C, a fraction of the cost of rebuilding the body's JSON in Python.
-    one = "({}, json_extract(?, '$.body'))".format(", ".join("?" * (len(RESULT_COLUMNS) - 1)))
+    # The payload is the body's JSON text. Two parameters give it: the text itself when
+    # _body_text could cut it out of the envelope, else NULL and the whole envelope's text,
+    # for SQLite to cut the body out in C (coalesce() evaluates the second only if needed).
+    one = "({}, coalesce(?, json_extract(?, '$.body')))".format(
+        ", ".join("?" * (len(RESULT_COLUMNS) - 1))
+    )
     return "INSERT INTO results ({}) VALUES {} ON CONFLICT (result_id) DO NOTHING".format(
         ", ".join(RESULT_COLUMNS), ", ".join([one] * rows)
     )
+
+
+# The start of a result envelope as encode() writes it: compact, keys in this order, the body
+# last. Only the body's opening brace is matched, not the body itself.
+_ENCODED_RESULT_HEAD = re.compile(
+    r'\{"schema":1,"type":"result","msg_id":"[0-9a-f]{32}","device":"[A-Za-z0-9_.-]{1,64}",'
+    r'"created_at":[0-9.eE+-]+,"body":\{'
+)
+_JSON_SPACE = (" ", "\n", "\r", "\t")
+
+
+def _body_text(envelope: str) -> str | None:
+    """The body's JSON text cut out of a (valid) result envelope's text, or None unless that
+    is what json_extract(envelope, '$.body') gives, which is compact JSON with the original
+    tokens. It is when the envelope is compact with encode()'s key order, as every agent sends
+    it: the body is then the last member, between the head and the envelope's closing brace.
+    Anything else, or a body with a space in a string (it might be outside one), goes to
+    json_extract. Saves SQLite a parse of the whole envelope per row (~15 us)."""
+    head = _ENCODED_RESULT_HEAD.match(envelope)
+    if head is None or not envelope.endswith("}}"):
+        return None
+    body = envelope[head.end() - 1 : -1]
+    for space in _JSON_SPACE:
+        if space in body:
+            return None
+    return body
 
 
 class StoreError(UserError):
@@ -651,9 +680,12 @@ class Store:
         with self.transaction():
             for size in _CHUNK_ROWS:
                 while len(rows) - start >= size:
-                    chunk = rows[start : start + size]
+                    args = []
+                    for row in rows[start : start + size]:
+                        args += row[:-1]
+                        body = _body_text(row[-1])
+                        args += (body, None) if body is not None else (None, row[-1])
                     start += size
-                    args = [value for row in chunk for value in row]
                     inserted += self._db.execute(_insert_results_sql(size), args).rowcount
         return inserted, len(rows) - inserted
 

@@ -13,10 +13,10 @@ import binascii
 import difflib
 import re
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, TypeVar
 
 from . import fields as f
-from .packing import MAX_RAW_NS, pack_ns, unpack_ns
+from .packing import MAX_RAW_NS, check_packed_ns, pack_ns, unpack_ns
 
 __all__ = [
     "CHUNK_MAX",
@@ -87,20 +87,24 @@ class Body:
     def from_dict(cls: Type[B], data: Any, path: str = "body") -> B:
         if not isinstance(data, dict):
             f.fail(path, f"must be an object, got {f.describe(data)}")
-        known = {fl.name: fl for fl in fields(cls)}
-        for name in data:
-            if name not in known:
-                hint = difflib.get_close_matches(str(name), list(known), n=1)
-                f.fail(
-                    f.member(path, name),
-                    "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
-                )
-        values = {}
-        for name, fl in known.items():
-            if name in data:
-                values[name] = fl.metadata["check"](data[name], f.sub(path, name))
-            elif fl.default is MISSING and fl.default_factory is MISSING:
-                f.fail(f.sub(path, name), "is required")
+        names, plan = _plan(cls, path)
+        if not names.issuperset(data):
+            for name in data:
+                if name not in names:
+                    hint = difflib.get_close_matches(str(name), [p[0] for p in plan], n=1)
+                    f.fail(
+                        f.member(path, name),
+                        "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                    )
+        if len(data) == len(plan):  # every field given, as encode() writes them
+            values = {name: check(data[name], at) for name, check, at, _ in plan}
+        else:
+            values = {}
+            for name, check, at, required in plan:
+                if name in data:
+                    values[name] = check(data[name], at)
+                elif required:
+                    f.fail(at, "is required")
         obj = cls(**values)
         obj.check_rules(path)
         return obj
@@ -111,6 +115,33 @@ class Body:
     def validate(self, path: str = "body") -> None:
         """Raise :class:`ProtocolError` if this body would be rejected by the receiver."""
         type(self).from_dict(self.to_dict(), path)
+
+
+# (field names, ((name, checker, dotted path, required), ...)) per body class and path:
+# from_dict runs for every body of every message, and fields() plus a path string per field
+# cost more than checking most fields. Paths come from code (nested fields), so this stays
+# small; the bound only guards against a caller inventing paths.
+_Plan = Tuple[FrozenSet[str], Tuple[Tuple[str, f.Checker, str, bool], ...]]
+_PLANS: Dict[Tuple[type, str], _Plan] = {}
+_MAX_PLANS = 256
+
+
+def _plan(cls: type, path: str) -> _Plan:
+    plan = _PLANS.get((cls, path))
+    if plan is None:
+        rows = tuple(
+            (
+                fl.name,
+                fl.metadata["check"],
+                f.sub(path, fl.name),
+                fl.default is MISSING and fl.default_factory is MISSING,
+            )
+            for fl in fields(cls)
+        )
+        plan = (frozenset(r[0] for r in rows), rows)
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[(cls, path)] = plan
+    return plan
 
 
 def _require(cond: bool, path: str, reason: str) -> None:
@@ -270,9 +301,12 @@ class BenchStats(Body):
     cv: float = wire(_NS)
 
 
+_RAW_NS_TEXT = f.text(_RAW_NS_MAX_CHARS)
+
+
 def _raw_ns(value: Any, path: str) -> str:
-    text = f.text(_RAW_NS_MAX_CHARS)(value, path)
-    unpack_ns(text, path)  # validated at the boundary, not first at analysis time
+    text = _RAW_NS_TEXT(value, path)
+    check_packed_ns(text, path)  # validated at the boundary, not first at analysis time
     return text
 
 

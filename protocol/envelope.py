@@ -149,7 +149,7 @@ def decode(data: bytes, expect_type: Optional[str] = None) -> Envelope:
     except UnicodeDecodeError as e:
         f.fail("message", f"is not valid UTF-8 (byte {e.start})")
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_bounded_int)
+        obj = _DECODER.decode(text)
     except ProtocolError:  # from our hooks; already says what is wrong
         raise
     except RecursionError:
@@ -176,3 +176,8 @@ def _bounded_int(literal: str) -> int:
     if len(literal) > _MAX_INT_DIGITS:
         f.fail("message", f"integer literal with {len(literal)} digits is out of range")
     return int(literal)
+
+
+# Built once: json.loads(text, **hooks) would build a decoder and its scanner per call. Shared
+# between threads like json's own default decoder; the hooks keep no state.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_bounded_int)

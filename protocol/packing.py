@@ -44,6 +44,23 @@ def pack_ns(values: Iterable[Any], field: str = "raw_ns") -> str:
 
 def unpack_ns(packed: str, field: str = "raw_ns") -> List[int]:
     """Inverse of :func:`pack_ns`; any malformed input raises :class:`ProtocolError`."""
+    values = _values(_inflate(packed, field))
+    _check_signs(values, field)
+    return values
+
+
+def check_packed_ns(packed: str, field: str = "raw_ns") -> None:
+    """Raise exactly what :func:`unpack_ns` would, without making the list unless a value is
+    negative: decode checks every result's raw_ns, only analysis needs the numbers."""
+    raw = _inflate(packed, field)
+    # The top byte of each little-endian int64 holds its sign bit: all are >= 0 when those
+    # bytes are ASCII, which bytes.isascii() checks in C.
+    if not raw[7::8].isascii():
+        _check_signs(_values(raw), field)
+
+
+def _inflate(packed: str, field: str) -> bytes:
+    """The int64 little-endian bytes of a packed string, checked for all but the signs."""
     if not isinstance(packed, str):
         raise ProtocolError(field, f"must be a string, got {type(packed).__name__}")
     try:
@@ -62,12 +79,19 @@ def unpack_ns(packed: str, field: str = "raw_ns") -> List[int]:
         raise ProtocolError(field, "zlib data is truncated or has trailing bytes")
     if len(raw) % 8:
         raise ProtocolError(field, f"unpacks to {len(raw)} bytes, not a whole number of int64")
+    return raw
+
+
+def _values(raw: bytes) -> List[int]:
     arr = array("q")
     arr.frombytes(raw)
     if sys.byteorder == "big":
         arr.byteswap()
-    values = arr.tolist()
-    for i, n in enumerate(values):
-        if n < 0:
-            raise ProtocolError(f"{field}[{i}]", f"must be >= 0, got {n}")
-    return values
+    return arr.tolist()
+
+
+def _check_signs(values: List[int], field: str) -> None:
+    if values and min(values) < 0:  # min() in C; the loop only to name the first one
+        for i, n in enumerate(values):
+            if n < 0:
+                raise ProtocolError(f"{field}[{i}]", f"must be >= 0, got {n}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator import ingest as ingest_mod
 from coordinator.ingest import Ingestor
 from coordinator.registry import ONLINE, device_table
 from coordinator.store import Store
@@ -132,6 +133,29 @@ def test_invalid_messages_are_counted_acked_and_ingest_goes_on(store, ingestor, 
     mismatch = by_key[("jetson-nano", "result")]
     assert mismatch.count == 1 and mismatch.last_reason.startswith("device:")
     assert "topic is 'jetson-nano'" in mismatch.last_reason
+
+
+def test_a_message_our_checks_fail_on_is_rejected_and_ingest_goes_on(
+    store, ingestor, device, monkeypatch
+) -> None:
+    # Decoding runs in paho's network thread: a bug there must not end it.
+    topic, poison, _ = result_message("rpi4-01", 1)
+    real_decode = ingest_mod.decode
+
+    def decode(data, expect_type=None):
+        if data == poison:
+            raise RuntimeError("a bug")
+        return real_decode(data, expect_type)
+
+    monkeypatch.setattr(ingest_mod, "decode", decode)
+    device.publish(topic, poison)
+    device.send(result_message("rpi4-01", 2))
+    device.wait_all_acked()
+    wait_until(lambda: ingestor.stats().messages == 2, what="both messages handled")
+    st = ingestor.stats()
+    assert (st.rejected, st.results_inserted, st.acked, st.errors) == (1, 1, 2, 0)
+    (reject,) = store.rejects()
+    assert "failed to check it (RuntimeError)" in reject.last_reason
 
 
 def test_device_state_and_acks(store, ingestor, device) -> None:

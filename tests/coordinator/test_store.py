@@ -3,6 +3,7 @@ device state, rejects and blobs -- on real files in tmp_path."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
@@ -21,7 +22,7 @@ from coordinator.store import (
     StoreError,
     default_path,
 )
-from protocol import Ack, BenchSpec, Command, make
+from protocol import Ack, BenchSpec, Command, decode, encode, make
 from tests.coordinator.test_ingest_support import (
     bench_result,
     caps_message,
@@ -343,3 +344,48 @@ def test_a_store_from_before_energy_is_migrated(tmp_path: Path, monkeypatch) -> 
         new.energy = ENERGY
         s.add_results([make(new, "pi-01")])
         assert [r.e_per_inference_mj for r in s.results()] == [None, 12.5]
+
+
+def _envelope_texts(env) -> dict[str, str]:
+    """One result envelope written several ways, all valid: as encode() writes it (the form
+    the insert cuts the body out of itself), and forms it must leave to json_extract."""
+    data = env.to_dict()
+    canonical = encode(env).decode()
+    reordered = {"body": data["body"], **{k: v for k, v in data.items() if k != "body"}}
+    return {
+        "canonical": canonical,
+        "ascii escapes": json.dumps(data, separators=(",", ":")),
+        "spaced": json.dumps(data),
+        "body first": json.dumps(reordered, separators=(",", ":")),
+        "trailing space": canonical + " ",
+        "space before the last brace": canonical[:-1] + " }",
+    }
+
+
+@pytest.mark.parametrize(
+    "model_name, env_pre",
+    [
+        ("nb201-00001", {"governor": "performance"}),
+        ("with space", {"k": "v"}),
+        ('quote " and \\ back\\slash', {"nested": {"body": {"x": [1, 2.5e-07, -0.0]}}}),
+        ("\u00e9t\u00e9 \u2603 \U0001f600", {"\u00e9": "\n\t"}),
+        ("x", {"}}": "}}", "big": -1234567890123456789, "e": 1e300}),
+    ],
+)
+def test_stored_payload_is_what_json_extract_gives(store, model_name, env_pre) -> None:
+    body = bench_result(1, model_name=model_name)
+    body.env_pre = env_pre
+    env = make(body, "rpi4-01")
+    extract = sqlite3.connect(":memory:")
+    for how, text in _envelope_texts(env).items():
+        expected = extract.execute("SELECT json_extract(?, '$.body')", (text,)).fetchone()[0]
+        cut = store_mod._body_text(text)
+        assert cut is None or cut == expected, how
+        if how == "canonical" and " " not in text:
+            assert cut is not None  # the fast way is taken for what agents send
+        decoded = decode(text.encode())
+        store.execute("DELETE FROM results")
+        store.add_result_rows([store_mod.result_row(decoded, 1.0, text.encode())])
+        (payload,) = store.query("SELECT payload FROM results")[0]
+        assert payload == expected, how
+        assert json.loads(payload) == decoded.body.to_dict()
