@@ -99,7 +99,8 @@ def rail_policy(
     leaves out ``VDDQ_VDD2_1V8AO``, which ``VIN_SYS_5V0`` feeds. Anything else has no total
     unless the configuration names one. RAPL's total is the platform domain (``psys``) when
     there is one, else the CPU packages (which leave out the rest of the machine); a model
-    estimate has one rail, its total.
+    estimate has one rail, its total; so does a serial meter (the sum of its channels, each a
+    supply wired through it).
     """
     present = set(rails)
     if configured:
@@ -134,6 +135,12 @@ def rail_policy(
             return RailPolicy(packages, "RAPL packages (CPU sockets only, not the whole system)")
     if kind == "estimate" and len(rails) == 1:
         return RailPolicy(tuple(rails), "model estimate")
+    if kind == "serial-meter" and rails:
+        # Each channel of a meter is a supply the user wired through it: they add up.
+        rule = (
+            "serial meter: its supply" if len(rails) == 1 else "serial meter: sum of its channels"
+        )
+        return RailPolicy(tuple(rails), rule)
     return RailPolicy((), "none: unknown rail set; name the total with power.total_rails")
 
 

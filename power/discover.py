@@ -1,7 +1,8 @@
 """Finding a board's power sources and choosing one: the entry point callers use.
 
 :func:`discover` asks every backend in a fixed order -- INA3221 (JetPack 4 IIO, then hwmon),
-RAPL, other hwmon devices, then the model estimate if the configuration gives one -- and marks
+RAPL, other hwmon devices, the serial meters the configuration names (``meters``; no port is
+opened to list them), then the model estimate if the configuration gives one -- and marks
 sources read from a tree written by :mod:`power.simboard` as ``simulated``. :func:`open_source`
 picks one by name (``auto`` = the first source with a total-power rail set, measured before
 modelled).
@@ -13,9 +14,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from power import estimate, hwmon_generic, ina3221_hwmon, ina3221_iio, rapl
+from power import estimate, hwmon_generic, ina3221_hwmon, ina3221_iio, rapl, serial_meter
 from power.boards import RailPolicy, board_key, rail_policy, read_model
 from power.errors import PowerError, SourceNotFound
+from power.serial_meter import MeterConfig
 from power.source import PowerSource
 from power.sysfs import SIM_MARKER, under
 
@@ -36,6 +38,9 @@ class PowerOptions:
     tau_s: Optional[float] = None
     estimate_idle_mw: Optional[float] = None
     estimate_busy_mw: Optional[float] = None
+    # Serial meters ([[power.meters]]: power.serial_meter.meter_config); measured, not simulated
+    # by the sysfs tree (a fake meter says so itself).
+    meters: Tuple[MeterConfig, ...] = ()
 
 
 def is_simulated(sysfs_root: str) -> bool:
@@ -56,6 +61,7 @@ def discover(options: PowerOptions = PowerOptions()) -> List[PowerSource]:
     if is_simulated(root):
         for source in sources:
             source.method = "simulated"
+    sources += serial_meter.discover(options.meters)
     if options.estimate_idle_mw is not None and options.estimate_busy_mw is not None:
         sources += estimate.discover(
             idle_mw=options.estimate_idle_mw, busy_mw=options.estimate_busy_mw
