@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
+from firmware_bridge.resources import DutResource
 from protocol import MAX_MESSAGE_BYTES, Ack, Command, ProtocolError, decode, encode, make
 
 from . import jobqueue as jq
 from .bench.job import spec_problem
 from .config import PowerConfig
+from .mcu_job import mcu_problem
 from .outbox import Outbox
 from .statedb import StateDB
 
@@ -93,8 +95,10 @@ class CommandHandler:
         cancel_running: Callable[[str], bool],
         wake_worker: Callable[[], None],
         power: Optional[PowerConfig] = None,
+        duts: Sequence[DutResource] = (),
     ) -> None:
         self.power = power or PowerConfig()
+        self.duts = tuple(duts)
         self.db = db
         self.jobs = jobs
         self.acks = acks
@@ -125,13 +129,24 @@ class CommandHandler:
             return self._bench(cmd)
         if cmd.kind == "cancel":
             return self._cancel(cmd)
+        if cmd.kind == "mcu":
+            return self._mcu(cmd)
         return self.acks.put(
             cmd.cmd_id, "rejected", f"kind {cmd.kind!r} is not supported yet by this agent"
         )
 
     def _bench(self, cmd: Command) -> Ack:
         spec: Any = cmd.bench
-        problem = spec_problem(spec, self.power)
+        return self._enqueue(cmd, "bench", spec, spec_problem(spec, self.power), spec.model_sha256)
+
+    def _mcu(self, cmd: Command) -> Ack:
+        spec: Any = cmd.mcu
+        problem = mcu_problem(spec, self.duts, self.power.options.meters)
+        return self._enqueue(cmd, "mcu", spec, problem, spec.input_sha256)
+
+    def _enqueue(
+        self, cmd: Command, kind: str, spec: Any, problem: Optional[str], blob: Optional[str]
+    ) -> Ack:
         if problem is not None:
             log.warning("rejected command %s: %s", cmd.cmd_id, problem)
             return self.acks.put(cmd.cmd_id, "rejected", problem)
@@ -139,9 +154,9 @@ class CommandHandler:
             try:
                 job, created = self.jobs.enqueue(
                     cmd.cmd_id,
-                    "bench",
+                    kind,
                     json.dumps(spec.to_dict()),
-                    model_sha256=spec.model_sha256,
+                    model_sha256=blob,
                     expires_at=cmd.expires_at,
                 )
             except jq.QueueFull as e:

@@ -48,7 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from firmware_bridge.resources import DutResource, dut_resource
 from power.discover import PowerOptions
+from power.serial_meter import MeterConfig, meter_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,7 +101,11 @@ class AgentConfig:
     cache_max_bytes: int = GIB
     tags: List[str] = field(default_factory=list)
     power: PowerConfig = PowerConfig()
+    mcu_duts: Tuple[DutResource, ...] = ()  # [[mcu.duts]]: MCUs attached to this board
     source: Optional[str] = None  # the file it came from, for messages
+
+    def dut(self, name: str) -> Optional[DutResource]:
+        return next((d for d in self.mcu_duts if d.name == name), None)
 
     @property
     def db_path(self) -> Path:
@@ -203,6 +209,40 @@ def _sampler(value: Any, where: str) -> str:
     return str(value)
 
 
+def _tables(value: Any, where: str, example: str) -> List[Mapping[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: must be an array of tables, e.g. {example}")
+    return value
+
+
+def _meters(value: Any, where: str) -> Tuple[MeterConfig, ...]:
+    tables = _tables(value, where, '[[power.meters]] name = "dut" kind = "ppk2" url = "..."')
+    out = []
+    for i, table in enumerate(tables):
+        try:
+            out.append(meter_config(table, f"{where}[{i}]"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: meter names must be unique, got {', '.join(names)}")
+    return tuple(out)
+
+
+def _duts(value: Any, where: str) -> Tuple[DutResource, ...]:
+    tables = _tables(value, where, '[[mcu.duts]] name = "l4r5" url = "/dev/serial/by-id/..."')
+    out = []
+    for i, table in enumerate(tables):
+        try:
+            out.append(dut_resource(table, f"{where}[{i}]"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: DUT names must be unique, got {', '.join(names)}")
+    return tuple(out)
+
+
 def _device_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise ConfigError(
@@ -246,6 +286,10 @@ SCHEMA: Dict[str, Dict[str, Callable[[Any, str], Any]]] = {
         "period_ms": _number(0.5, 10000.0),
         "idle_seconds": _number(0.0, 3600.0),
         "sampler": _sampler,
+        "meters": _meters,
+    },
+    "mcu": {
+        "duts": _duts,
     },
 }
 
@@ -418,6 +462,16 @@ def load_config(
 
     top = values[""]
     broker = _broker(values["broker"], lambda key: origin.get(("broker", key), f"broker.{key}"))
+    power = _power(values["power"], lambda key: origin.get(("power", key), f"power.{key}"))
+    duts = values["mcu"].get("duts", ())
+    meters = {m.name for m in power.options.meters}
+    for d in duts:
+        if d.meter is not None and d.meter not in meters:
+            raise ConfigError(
+                f"{origin.get(('mcu', 'duts'), 'mcu.duts')}: DUT {d.name} names meter "
+                f"{d.meter!r}, which no [[power.meters]] entry defines "
+                f"(defined: {', '.join(sorted(meters)) or 'none'})"
+            )
     return AgentConfig(
         device_id=top.get("device_id") or default_device_id(),
         state_dir=Path(top["state_dir"]) if "state_dir" in top else default_state_dir(env),
@@ -425,7 +479,8 @@ def load_config(
         heartbeat_s=top.get("heartbeat_s", AgentConfig.heartbeat_s),
         cache_max_bytes=top.get("cache_max_bytes", AgentConfig.cache_max_bytes),
         tags=top.get("tags", []),
-        power=_power(values["power"], lambda key: origin.get(("power", key), f"power.{key}")),
+        power=power,
+        mcu_duts=duts,
         source=None if path is None else str(path),
     )
 
@@ -447,6 +502,7 @@ def _power(values: Dict[str, Any], where: Callable[[str], str]) -> PowerConfig:
         tau_s=values.get("tau_s"),
         estimate_idle_mw=idle,
         estimate_busy_mw=busy,
+        meters=values.get("meters", ()),
     )
     return PowerConfig(
         options=options,

@@ -102,7 +102,13 @@ class Daemon:
         try:
             return encode(
                 make(
-                    Caps(**sysfacts.caps(tags=self.config.tags, power=self.config.power.options)),
+                    Caps(
+                        **sysfacts.caps(
+                            tags=self.config.tags,
+                            power=self.config.power.options,
+                            mcu_duts=[d.name for d in self.config.mcu_duts],
+                        )
+                    ),
                     self.device,
                 )
             )
@@ -152,9 +158,16 @@ class Daemon:
                 send=self._send,
                 wake_sender=self._wake,
                 power=cfg.power,
+                duts=cfg.mcu_duts,
             )
             self.commands = CommandHandler(
-                self.db, self.jobs, acks, self.worker.cancel, self.worker.wake, power=cfg.power
+                self.db,
+                self.jobs,
+                acks,
+                self.worker.cancel,
+                self.worker.wake,
+                power=cfg.power,
+                duts=cfg.mcu_duts,
             )
             self.notifier.status(f"connecting to {cfg.broker.url}")
             self.session.start()

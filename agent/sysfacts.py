@@ -284,6 +284,7 @@ def caps(
     root: str = "/",
     runtime_prefer: Optional[str] = None,
     power: Optional[PowerOptions] = None,
+    mcu_duts: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """The fields of the ``caps`` message (``protocol.bodies.Caps(**caps())``).
 
@@ -313,4 +314,5 @@ def caps(
         "delegates": delegate_libraries(root),
         "power_sources": power_source_names(power or PowerOptions()),
         "tags": list(tags),
+        "mcu_duts": list(mcu_duts),
     }

@@ -6,6 +6,9 @@ a child process -> one transaction that marks the job done/failed and commits th
 the final ack to the outbox. The worker never publishes itself: ``send`` (and the fetcher's)
 hands messages to the daemon's main loop, which owns every ``publish()`` call.
 
+An ``mcu`` job goes the same way, with :func:`agent.mcu_job.run_mcu_job` and an optional input
+blob instead of a model.
+
 Python 3.8 compatible.
 """
 
@@ -15,15 +18,26 @@ import json
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-from protocol import BenchResult, BenchSpec, Progress, ProtocolError, encode, job_topic, make
+from firmware_bridge.resources import DutResource
+from protocol import (
+    BenchResult,
+    BenchSpec,
+    McuSpec,
+    Progress,
+    ProtocolError,
+    encode,
+    job_topic,
+    make,
+)
 
 from . import jobqueue as jq
 from .bench.job import run_bench_job
 from .blobfetch import BlobFetcher, FetchError, Interrupted
 from .commands import Acks
 from .config import PowerConfig
+from .mcu_job import run_mcu_job
 from .outbox import Outbox
 from .statedb import StateDB
 
@@ -47,9 +61,11 @@ class Worker(threading.Thread):
         send: Send,
         wake_sender: Callable[[], None],
         power: Optional[PowerConfig] = None,
+        duts: Sequence[DutResource] = (),
     ) -> None:
         super().__init__(name="halo-worker", daemon=True)
         self.power = power or PowerConfig()
+        self.duts = tuple(duts)
         self.device = device
         self.db = db
         self.jobs = jobs
@@ -149,29 +165,43 @@ class Worker(threading.Thread):
         self.wake_sender()
         log.info("job %s (command %s) running", job.job_id, job.cmd_id)
 
-        spec = BenchSpec.from_dict(json.loads(job.spec), "bench")
         progress = self._progress(job.job_id)
-        try:
-            model = self.fetcher.fetch(
-                spec.model_sha256, progress, self.jobs.needed_blobs, self._interrupted
-            )
-        except FetchError as e:
-            return self._close(job.job_id, jq.FAILED, str(e))
-        except Interrupted:
-            if self._cancel.is_set():
-                self._close(job.job_id, jq.CANCELLED, "cancelled while fetching the model")
-            return
+        blob = None
+        if job.model_sha256 is not None:
+            try:
+                blob = self.fetcher.fetch(
+                    job.model_sha256, progress, self.jobs.needed_blobs, self._interrupted
+                )
+            except FetchError as e:
+                return self._close(job.job_id, jq.FAILED, str(e))
+            except Interrupted:
+                if self._cancel.is_set():
+                    self._close(job.job_id, jq.CANCELLED, "cancelled while fetching the model")
+                return
 
-        result = run_bench_job(
-            str(model),
-            spec,
-            job.job_id,
-            job.cmd_id,
-            job.result_id,
-            progress=progress,
-            cancel=self._abort,
-            power=self.power,
-        )
+        if job.kind == "mcu":
+            result = run_mcu_job(
+                McuSpec.from_dict(json.loads(job.spec), "mcu"),
+                self.duts,
+                self.power.options.meters,
+                job.job_id,
+                job.cmd_id,
+                job.result_id,
+                input_path=None if blob is None else str(blob),
+                progress=progress,
+                cancel=self._abort,
+            )
+        else:
+            result = run_bench_job(
+                str(blob),
+                BenchSpec.from_dict(json.loads(job.spec), "bench"),
+                job.job_id,
+                job.cmd_id,
+                job.result_id,
+                progress=progress,
+                cancel=self._abort,
+                power=self.power,
+            )
         if self._stopping.is_set():
             # The child may have died of the shutdown itself: not a verdict on the model.
             log.info("job %s interrupted by shutdown; it runs again after restart", job.job_id)

@@ -176,6 +176,8 @@ class Caps(Body):
     delegates: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
     power_sources: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
     tags: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
+    # MCU devices under test attached to the board ([[mcu.duts]] names: what an mcu job names)
+    mcu_duts: List[str] = wire(f.list_of(f.text(128), 64), default_factory=list)
 
 
 @dataclass
@@ -194,6 +196,7 @@ class Heartbeat(Body):
 
 _DAY = 86400.0
 POWER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}")
+DUT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")  # as firmware_bridge.resources
 
 
 @dataclass
@@ -235,6 +238,25 @@ class BenchSpec(Body):
         )
 
 
+@dataclass
+class McuSpec(Body):
+    """The args of an ``mcu`` command: benchmark an MLPerf Tiny / EEMBC device under test that
+    the agent's config names (never a port: a port URL only comes from the board's own
+    config), by the benchmark's rules unless told otherwise."""
+
+    dut: str = wire(f.matching(DUT_RE, "a DUT name from the agent's [[mcu.duts]]"))
+    windows: int = wire(f.int_in(1, 100), default=5)
+    min_window_s: float = wire(f.float_in(0.0, 3600.0, lo_open=True), default=10.0)
+    warmups: int = wire(f.int_in(0, 1000), default=1)
+    # An input tensor for `db load`, fetched as a blob like a model; None: the DUT's own.
+    input_sha256: Optional[str] = wire(f.optional(f.SHA256), default=None)
+    # "none", "auto" (the DUT's configured meter) or a meter name.
+    power: str = wire(f.matching(POWER_RE, "'none', 'auto' or a meter name"), default="auto")
+    timeout_s: Optional[float] = wire(
+        f.optional(f.float_in(0.0, 2 * _DAY, lo_open=True)), default=None
+    )
+
+
 COMMAND_KINDS = ("bench", "cancel", "ping", "adapt", "mcu")
 
 
@@ -246,9 +268,10 @@ class Command(Body):
     expires_at: Optional[float] = wire(f.optional(f.float_in(0.0)), default=None)
     bench: Optional[BenchSpec] = wire(f.optional(_nested(BenchSpec)), default=None)
     target_cmd_id: Optional[str] = wire(f.optional(f.HEX32), default=None)
+    mcu: Optional[McuSpec] = wire(f.optional(_nested(McuSpec)), default=None)
 
     def check_rules(self, path: str) -> None:
-        for name, kind in (("bench", "bench"), ("target_cmd_id", "cancel")):
+        for name, kind in (("bench", "bench"), ("target_cmd_id", "cancel"), ("mcu", "mcu")):
             present = getattr(self, name) is not None
             if self.kind == kind:
                 _require(present, f.sub(path, name), f"is required when kind is {kind!r}")

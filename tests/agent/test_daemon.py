@@ -520,3 +520,34 @@ def test_sigterm_while_running_leaves_the_job_for_a_rerun(peer, agent, tiny_mode
     peer.wait_ack(cmd_id, "done")
     wait_for(lambda: peer.results, "the result of the re-run")
     assert [r.status for r in peer.results.values()] == ["ok"]
+
+
+def test_mcu_job_end_to_end_with_a_meter(peer, agent, mosquitto):
+    """A DUT and a meter on one fake board (in-process pyserial URL schemes): the mcu job runs
+    by the benchmark's rules (shortened windows) and reports like a TFLite benchmark."""
+    from protocol import McuSpec
+
+    board = f"b{uuid.uuid4().hex[:8]}"
+    agent.configure(mosquitto, extra=(
+        "[[power.meters]]\n"
+        f'name = "ppk"\nkind = "ppk2"\nurl = "fake-ppk2://?board={board}"\n'
+        "[[mcu.duts]]\n"
+        f'name = "kws"\nurl = "fake-dut://kws01?board={board}&infer_us=2000"\nmeter = "ppk"\n'
+    ))  # fmt: skip
+    agent.start(peer)
+    wait_for(lambda: peer.caps, "caps")
+    assert peer.caps[-1].mcu_duts == ["kws"] and "ppk" in peer.caps[-1].power_sources
+
+    missing = peer.command("mcu", mcu=McuSpec(dut="nosuch"))
+    assert "no DUT 'nosuch' on this board (configured: kws)" in (
+        peer.wait_ack(missing, "rejected").reason
+    )
+    cmd_id = peer.command("mcu", mcu=McuSpec(dut="kws", windows=2, min_window_s=0.3))
+    peer.wait_ack(cmd_id, "done")
+    wait_for(lambda: peer.results, "the result")
+    (result,) = peer.results.values()
+    assert result.status == "ok" and result.runtime == "mlperf-tiny-dut"
+    assert result.stats.count == 2 and 1.9e6 < result.stats.p50 < 2.2e6  # 2000 us per inference
+    assert result.spec.power == "ppk" and result.energy["status"] == "ok"
+    assert result.energy["e_per_inference_mj"] > 0
+    assert [w["status"] for w in result.env_pre["mcu"]["windows"]] == ["ok", "ok"]

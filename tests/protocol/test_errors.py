@@ -120,8 +120,14 @@ def test_cancel_needs_target_and_no_bench() -> None:
 
 
 def test_adapt_and_mcu_decode() -> None:
-    for kind in ("adapt", "mcu"):
-        assert decode(json.dumps(command_dict(kind=kind, bench=None)).encode()).body.kind == kind
+    assert decode(json.dumps(command_dict(kind="adapt", bench=None)).encode()).body.kind == "adapt"
+    msg = command_dict(kind="mcu", bench=None, mcu={"dut": "l4r5", "windows": 3})
+    body = decode(json.dumps(msg).encode()).body
+    assert (body.kind, body.mcu.dut, body.mcu.windows, body.mcu.min_window_s) == (
+        "mcu", "l4r5", 3, 10.0)  # fmt: skip
+    assert rejection(command_dict(kind="mcu", bench=None)).field == "body.mcu"
+    bad = command_dict(kind="mcu", bench=None, mcu={"dut": "/dev/ttyACM0"})
+    assert rejection(bad).field == "body.mcu.dut"  # a port never comes over the network
 
 
 def test_min_seconds_above_max_seconds() -> None:

@@ -23,6 +23,7 @@ from protocol import (
     Command,
     Envelope,
     Heartbeat,
+    McuSpec,
     Progress,
     ProtocolError,
     Status,
@@ -128,6 +129,18 @@ def bench_specs(draw: Callable[..., Any]) -> BenchSpec:
     )
 
 
+mcu_specs = st.builds(
+    McuSpec,
+    dut=st.sampled_from(["l4r5", "nucleo-01", "dut:2"]),
+    windows=st.integers(1, 100),
+    min_window_s=number(1e-3, 3600.0),
+    warmups=st.integers(0, 1000),
+    input_sha256=st.none() | sha256,
+    power=st.sampled_from(["none", "auto", "ppk2-a"]),
+    timeout_s=st.none() | number(1e-3, 172800.0),
+)
+
+
 @st.composite
 def commands(draw: Callable[..., Any]) -> Command:
     kind = draw(st.sampled_from(["bench", "cancel", "ping", "adapt", "mcu"]))
@@ -137,6 +150,7 @@ def commands(draw: Callable[..., Any]) -> Command:
         expires_at=draw(st.none() | number()),
         bench=draw(bench_specs()) if kind == "bench" else None,
         target_cmd_id=draw(hex32) if kind == "cancel" else None,
+        mcu=draw(mcu_specs) if kind == "mcu" else None,
     )
 
 
