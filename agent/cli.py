@@ -414,6 +414,14 @@ def tegrastats(file: str, as_json: bool) -> None:
     click.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
 
 
+# Commands registered here, defined in their own modules (adaptation, microcontrollers).
+from agent.adapt_cli import adapt  # noqa: E402
+from agent.mcu_cli import mcu  # noqa: E402
+
+cli.add_command(adapt)
+cli.add_command(mcu)
+
+
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"{PROG}: error: {message}", err=True)
     sys.exit(code)

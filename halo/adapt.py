@@ -3,6 +3,7 @@ with optional layer-wise update sparsity and a per-step account of the work done
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -11,9 +12,9 @@ import numpy as np
 from halo.errors import ConfigError
 from halo.optim.base import OpCount, Optimizer
 from halo.optim.baselines import Adam
-from halo.optimizees.network import Network
+from halo.optimizees.network import BackwardCost, Network
 from halo.sparsity import SparsitySchedule
-from halo.tasks.base import DomainData
+from halo.tasks.base import DomainData, DomainShiftTask
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,19 @@ class AdaptSettings:
 
 
 @dataclass
+class StepRecord:
+    """The work and time of one adaptation step (the energy account's input)."""
+
+    batch: int
+    macs_forward: int
+    backward: BackwardCost  # truncated backward pass: per-tensor and input-gradient MACs
+    computed: List[bool]  # which gradients the step computed
+    ops: OpCount  # the optimizer update
+    step_ns: int  # minibatch, forward, backward and update (perf_counter_ns)
+    optimizer_ns: int  # the update alone
+
+
+@dataclass
 class AdaptResult:
     losses: List[float]  # minibatch training loss at each step (before its update)
     updated: np.ndarray  # (steps, tensors) bool: which tensors each step updated
@@ -36,6 +50,12 @@ class AdaptResult:
     test_accuracy: List[float] = field(default_factory=list)  # on the test split, at eval_steps
     test_balanced_accuracy: List[float] = field(default_factory=list)
     test_loss: List[float] = field(default_factory=list)
+    train_loss: List[float] = field(default_factory=list)  # whole training split, at eval_steps
+    steps: List[StepRecord] = field(default_factory=list)
+    # time.monotonic_ns windows (the power sampler's clock): the whole loop, and each
+    # evaluation inside it (not adaptation work; a measured energy leaves them out).
+    window_ns: Tuple[int, int] = (0, 0)
+    eval_windows_ns: List[Tuple[int, int]] = field(default_factory=list)
     macs_forward: int = 0
     macs_backward: int = 0
     macs_backward_dense: int = 0  # what the same steps would have cost without truncation
@@ -50,7 +70,7 @@ class AdaptResult:
         return self.test_accuracy[-1]
 
 
-def _batches(rng: np.random.Generator, n: int, batch: int):
+def minibatches(rng: np.random.Generator, n: int, batch: int):
     """Endless minibatches: shuffled epochs, the last partial batch dropped when n > batch."""
     size = min(batch, n)
     while True:
@@ -74,36 +94,50 @@ def run_adaptation(
     mask_rng = np.random.default_rng(mask_seq)
     params = list(params)
     state = optimizer.init(params, rng=np.random.default_rng(opt_seq))
-    batches = _batches(batch_rng, len(data.x_train), settings.batch_size)
+    batches = minibatches(batch_rng, len(data.x_train), settings.batch_size)
     n_tensors = len(params)
     result = AdaptResult([], np.zeros((settings.steps, n_tensors), dtype=bool))
 
     def evaluate(step: int) -> None:
+        t0 = time.monotonic_ns()
         result.eval_steps.append(step)
         result.test_accuracy.append(net.accuracy(params, data.x_test, data.y_test))
         result.test_balanced_accuracy.append(
             net.balanced_accuracy(params, data.x_test, data.y_test)
         )
         result.test_loss.append(net.loss(params, data.x_test, data.y_test))
+        result.train_loss.append(net.loss(params, data.x_train, data.y_train))
+        result.eval_windows_ns.append((t0, time.monotonic_ns()))
 
+    start_ns = time.monotonic_ns()
     evaluate(0)
     for t in range(settings.steps):
+        t0 = time.perf_counter_ns()
         idx = next(batches)
         if sparsity is None:
             mask = np.ones(n_tensors, dtype=bool)
         else:
             mask = sparsity.draw(net.layer_of, mask_rng)
         loss, grads, info = net.loss_and_grads(params, data.x_train[idx], data.y_train[idx], mask)
+        t1 = time.perf_counter_ns()
         params, state = optimizer.update(params, grads, state, list(mask))
+        t2 = time.perf_counter_ns()
+        ops = optimizer.cost(net.sizes, list(mask))
         result.losses.append(loss)
         result.updated[t] = mask
         result.macs_forward += info.macs_forward
         result.macs_backward += info.macs_backward
         result.macs_backward_dense += info.macs_backward_dense
-        result.optimizer_ops = result.optimizer_ops + optimizer.cost(net.sizes, list(mask))
+        result.optimizer_ops = result.optimizer_ops + ops
+        result.steps.append(
+            StepRecord(
+                info.batch, info.macs_forward, info.backward, info.computed, ops, t2 - t0, t2 - t1
+            )
+        )
         done = t + 1
         if (settings.eval_every and done % settings.eval_every == 0) or done == settings.steps:
             evaluate(done)
+    result.window_ns = (start_ns, time.monotonic_ns())
     return params, result
 
 
@@ -121,4 +155,22 @@ def pretrain(
     params, _ = run_adaptation(
         net, params, Adam(lr=lr), data, AdaptSettings(steps, batch_size, seed + 1)
     )
+    return params
+
+
+def start_point(
+    task: DomainShiftTask,
+    net: Network,
+    seed: int = 0,
+    steps: int = 500,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    dtype=np.float32,
+) -> List[np.ndarray]:
+    """Where on-device adaptation starts: ``net`` pretrained on the source domain with Adam,
+    its classifier head re-drawn when the target's classes are different ones (digits)."""
+    params = pretrain(net, task.source, steps, lr, batch_size, seed, dtype)
+    if task.reinit_head:
+        # A seed stream apart from pretraining's, so the head does not repeat its init draw.
+        params = net.reinit_layer(params, len(net.layers) - 1, seed=seed + 7919)
     return params

@@ -45,6 +45,27 @@ def squared_grad_norm(
     return total / count if count else 0.0
 
 
+def squared_grad_norm_population(
+    grads: Sequence[Optional[np.ndarray]], reduction: str = "mean", population: int = 0
+) -> np.ndarray:
+    """:func:`squared_grad_norm` of each member of a population: ``grads`` are ``(P, ...)``
+    stacks (``None`` = not computed this step); returns (P,), zeros when nothing was computed
+    (``population`` gives P then)."""
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    present = [g for g in grads if g is not None]
+    if not present:
+        return np.zeros(population)
+    pop = present[0].shape[0]
+    total = np.zeros(pop)
+    count = 0
+    for g in present:
+        flat = g.reshape(pop, -1)
+        total += np.einsum("pi,pi->p", flat, flat, dtype=np.float64)
+        count += flat.shape[1]
+    return total if reduction == "sum" else total / count
+
+
 @dataclass(frozen=True)
 class GradNormPenalty:
     """λ·R(θ_t). Defaults are the released code's (α = 5e-4, mean); ``paper()`` gives λ1 = 1e-3
@@ -69,6 +90,10 @@ class GradNormPenalty:
 
     def __call__(self, grads: Any, mask: Optional[Sequence[bool]] = None) -> float:
         return self.weight * squared_grad_norm(grads, self.reduction, mask)
+
+    def population(self, grads: Sequence[Optional[np.ndarray]], population: int) -> np.ndarray:
+        """λ·R for each member of a population of gradients (P, ...) -> (P,)."""
+        return self.weight * squared_grad_norm_population(grads, self.reduction, population)
 
     def over_unroll(self, grads_per_step: Iterable[Any]) -> float:
         """Σ_t λ·R(θ_t) over one truncation's steps."""

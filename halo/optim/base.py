@@ -79,7 +79,9 @@ class OpCount:
     ``macs`` are multiply-accumulates of matrix products and weighted sums; ``elementwise`` the
     other arithmetic operations (approximate: one per add/multiply/compare in the update rule);
     ``transcendental`` exp/log/sqrt/asinh/sigmoid/tanh/division evaluations; ``state_floats`` the
-    optimizer-state floats read and rewritten; ``params_updated`` the parameters that changed.
+    optimizer-state floats read and rewritten; ``params_updated`` the parameters that changed;
+    ``calls`` the array operations dispatched (approximate): in NumPy each costs microseconds
+    of interpreter overhead whatever its size, which dominates for small tensors.
     """
 
     macs: int = 0
@@ -87,6 +89,7 @@ class OpCount:
     transcendental: int = 0
     state_floats: int = 0
     params_updated: int = 0
+    calls: int = 0
 
     def __add__(self, other: OpCount) -> OpCount:
         return OpCount(
@@ -95,6 +98,7 @@ class OpCount:
             self.transcendental + other.transcendental,
             self.state_floats + other.state_floats,
             self.params_updated + other.params_updated,
+            self.calls + other.calls,
         )
 
 

@@ -38,6 +38,8 @@ class _Elementwise(Optimizer):
 
     # Per updated element: multiply-accumulates, other arithmetic, transcendental ops, state floats.
     _per_element = (1, 0, 0, 0)
+    # Array operations per updated tensor (the `_step` expressions plus the dtype cast).
+    _calls_per_tensor = 3
 
     def _init_slot(self, p: np.ndarray) -> Dict[str, Any]:
         return {}
@@ -72,9 +74,11 @@ class _Elementwise(Optimizer):
         return rebuild(new_values), ElementwiseState(new_slots)
 
     def cost(self, sizes: Sequence[int], mask: Optional[Sequence[bool]] = None) -> OpCount:
-        n = sum(s for i, s in enumerate(sizes) if mask is None or mask[i])
+        updated = [s for i, s in enumerate(sizes) if mask is None or mask[i]]
+        n = sum(updated)
         macs, elementwise, transcendental, state = self._per_element
-        return OpCount(macs * n, elementwise * n, transcendental * n, state * n, n)
+        calls = self._calls_per_tensor * len(updated)
+        return OpCount(macs * n, elementwise * n, transcendental * n, state * n, n, calls)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Momentum(_Elementwise):
     momentum: float = 0.9
     name = "momentum"
     _per_element = (2, 0, 0, 1)
+    _calls_per_tensor = 5
 
     def __post_init__(self) -> None:
         _positive("Momentum lr", self.lr)
@@ -123,6 +128,7 @@ class Adam(_Elementwise):
     eps: float = 1e-8
     name = "adam"
     _per_element = (3, 4, 2, 2)
+    _calls_per_tensor = 14
 
     def __post_init__(self) -> None:
         _positive("Adam lr", self.lr)
@@ -155,6 +161,7 @@ class Adagrad(_Elementwise):
     eps: float = 1e-10
     name = "adagrad"
     _per_element = (2, 1, 2, 1)
+    _calls_per_tensor = 7
 
     def __post_init__(self) -> None:
         _positive("Adagrad lr", self.lr)
@@ -183,6 +190,7 @@ class RMSProp(_Elementwise):
     initial_ms: float = 0.0
     name = "rmsprop"
     _per_element = (3, 1, 2, 1)
+    _calls_per_tensor = 8
 
     def __post_init__(self) -> None:
         _positive("RMSProp lr", self.lr)

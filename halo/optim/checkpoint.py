@@ -146,3 +146,20 @@ def load_checkpoint(
                 )
             tree[name] = value
     return HierarchicalRNN(config, meta=layout.flatten(tree))
+
+
+# The meta-trained optimizer shipped inside the package (halo/data/optimizers/), with its
+# provenance in the metadata (and in the .json beside it).
+DEFAULT_CHECKPOINT = (
+    Path(__file__).resolve().parent.parent / "data" / "optimizers" / "halo_default.npz"
+)
+
+
+def load_default(**option_overrides: Any) -> HierarchicalRNN:
+    """The shipped meta-trained optimizer."""
+    if not DEFAULT_CHECKPOINT.exists():
+        raise CheckpointError(
+            f"the shipped optimizer {DEFAULT_CHECKPOINT} is missing from this installation; "
+            f"reinstall halofarm or pass an optimizer file"
+        )
+    return load_checkpoint(DEFAULT_CHECKPOINT, expect=HRNNConfig(), **option_overrides)

@@ -118,7 +118,7 @@ class Conv2D:
     def fan_in(self) -> int:
         return self.kh * self.kw * self.in_shape[2]
 
-    def _cols(self, x: np.ndarray) -> Tuple[np.ndarray, Shape]:
+    def im2col(self, x: np.ndarray) -> Tuple[np.ndarray, Shape]:
         pt, pb, pl, pr = self.pads
         if any(self.pads):
             x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
@@ -130,7 +130,7 @@ class Conv2D:
 
     def forward(self, w: np.ndarray, b: np.ndarray, x: np.ndarray) -> Tuple[np.ndarray, Any]:
         batch = x.shape[0]
-        cols, padded_shape = self._cols(x)
+        cols, padded_shape = self.im2col(x)
         z = (cols @ w.reshape(-1, self.cout) + b).reshape(batch, self.ho, self.wo, self.cout)
         on = z > 0 if self.relu else None
         return (z * on if on is not None else z), (cols, padded_shape, on)
@@ -142,22 +142,23 @@ class Conv2D:
         dz = (dy * on if on is not None else dy).reshape(-1, self.cout)
         dw = (cols.T @ dz).reshape(w.shape) if need_w else None
         db = dz.sum(axis=0) if need_b else None
-        dx = None
-        if need_x:
-            batch = padded_shape[0]
-            dcols = (dz @ w.reshape(-1, self.cout).T).reshape(
-                batch, self.ho, self.wo, self.kh, self.kw, self.in_shape[2]
-            )
-            dxp = np.zeros(padded_shape, dtype=dz.dtype)
-            s = self.stride
-            h_span, w_span = s * (self.ho - 1) + 1, s * (self.wo - 1) + 1
-            for i in range(self.kh):
-                for j in range(self.kw):
-                    dxp[:, i : i + h_span : s, j : j + w_span : s, :] += dcols[:, :, :, i, j, :]
-            pt, _, pl, _ = self.pads
-            h, wd, _ = self.in_shape
-            dx = dxp[:, pt : pt + h, pl : pl + wd, :]
+        dx = self.col2im(dz @ w.reshape(-1, self.cout).T, padded_shape) if need_x else None
         return dx, dw, db
+
+    def col2im(self, dcols: np.ndarray, padded_shape: Shape) -> np.ndarray:
+        """Input gradient from column gradients (rows in ``im2col`` order): the adjoint of
+        im2col, summing every window's contribution back onto the (unpadded) input."""
+        batch = padded_shape[0]
+        dcols = dcols.reshape(batch, self.ho, self.wo, self.kh, self.kw, self.in_shape[2])
+        dxp = np.zeros(padded_shape, dtype=dcols.dtype)
+        s = self.stride
+        h_span, w_span = s * (self.ho - 1) + 1, s * (self.wo - 1) + 1
+        for i in range(self.kh):
+            for j in range(self.kw):
+                dxp[:, i : i + h_span : s, j : j + w_span : s, :] += dcols[:, :, :, i, j, :]
+        pt, _, pl, _ = self.pads
+        h, wd, _ = self.in_shape
+        return dxp[:, pt : pt + h, pl : pl + wd, :]
 
     def macs(self) -> int:
         return self.ho * self.wo * self.fan_in * self.cout

@@ -77,3 +77,48 @@ def cnn2d(
         shape = layer.out_shape
     layers.append(Dense(shape, n_classes, relu=relu_logits))
     return Network("cnn2d", input_shape, layers, weight_decay)
+
+
+MODEL_KINDS = ("mlp", "cnn1d", "cnn2d")
+
+
+def parse_model(spec: str, input_shape: Sequence[int], n_classes: int) -> Network:
+    """A network from a command-line spec for a task's inputs and classes.
+
+    ``mlp:30,30`` (hidden sizes; ``mlp`` = 30,30, HALO's tabular shape), ``cnn1d:8,8`` (conv
+    channels, kernel 3, over the features as a length-d sequence of one channel unless the task
+    has (length, channels) inputs), ``cnn2d:8,8`` (needs (H, W, C) inputs; two layers use
+    HALO's 3x3 and 5x5 kernels, other depths 3x3).
+    """
+    text = str(spec).strip().lower()
+    kind, _, rest = text.partition(":")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(
+            f"unknown model {spec!r}; use mlp:30,30, cnn1d:8,8 or cnn2d:8,8 (kinds: "
+            f"{', '.join(MODEL_KINDS)})"
+        )
+    try:
+        sizes = [int(p) for p in rest.replace(" ", "").split(",") if p] if rest else []
+    except ValueError:
+        raise ConfigError(
+            f"model {spec!r}: sizes after ':' must be whole numbers, e.g. {kind}:30,30"
+        ) from None
+    if any(s < 1 for s in sizes) or len(sizes) > 8:
+        raise ConfigError(f"model {spec!r}: give 1 to 8 positive layer sizes")
+    shape = tuple(int(s) for s in input_shape)
+    n_in = 1
+    for s in shape:
+        n_in *= s
+    if kind == "mlp":
+        return mlp([n_in, *(sizes or [30, 30]), n_classes])
+    channels = sizes or [8, 8]
+    if kind == "cnn1d":
+        seq = shape if len(shape) == 2 else (n_in, 1)
+        return cnn1d(seq, n_classes, channels, [3] * len(channels), [1] * len(channels))
+    if len(shape) != 3:
+        raise ConfigError(
+            f"model {spec!r} needs image inputs (height, width, channels); this task has "
+            f"{n_in} features: use mlp or cnn1d"
+        )
+    kernels = [3, 5] if len(channels) == 2 else [3] * len(channels)
+    return cnn2d(shape, n_classes, channels, kernels)

@@ -193,3 +193,24 @@ def test_info_lists_power_sources(sim_tx2):
     r = agent("info", "--sysfs-root", sim_tx2.root, "--json")
     assert r.returncode == 0, r.stderr
     assert Caps.from_dict(json.loads(r.stdout)).power_sources == ["ina3221x"]
+
+
+def test_mcu_probe_and_bench_against_fakes() -> None:
+    import json
+
+    r = agent("mcu", "probe", "--port", "fake-dut://kws01?name=stm32l4", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["identity"]["name"] == "stm32l4" and doc["identity"]["model"] == "kws01"
+    port, meter = "fake-dut://ic01?board=cli1&infer_us=1500", "fake-ppk2://?board=cli1"
+    r = agent("mcu", "bench", "--port", port, "--meter", meter, "--windows", "2",
+              "--min-window-s", "0.3", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [w["status"] for w in doc["windows"]] == ["ok", "ok"]
+    assert abs(doc["latency_us_median"] - 1500) < 75
+    assert all(w["energy"]["e_per_inference_uj"] > 0 for w in doc["windows"])
+    assert_one_line_error(
+        agent("mcu", "probe", "--port", "/dev/nonexistent-tty"), 2, "no such port"
+    )
+    assert_one_line_error(agent("mcu", "probe"), 2, "give --port URL (or --list)")
