@@ -52,6 +52,7 @@ class LocalAgent:
         broker_url: str,
         board: str | None = None,
         extra_env: dict | None = None,
+        extra_config: str = "",
     ):
         self.device = device
         self.root = root / device
@@ -64,7 +65,7 @@ class LocalAgent:
         self.config = self.root / "agent.toml"
         self.config.write_text(
             f'device_id = "{device}"\nstate_dir = "{self.root / "state"}"\nheartbeat_s = 1\n'
-            f'tags = ["ci"]\n\n[broker]\nurl = "{broker_url}"\n{power}'
+            f'tags = ["ci"]\n\n[broker]\nurl = "{broker_url}"\n{power}{extra_config}'
         )
         self.log = self.root / "agent.log"
         self.env = {**os.environ, **(extra_env or {})}
