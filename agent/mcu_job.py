@@ -70,6 +70,7 @@ def result_spec(
     return BenchSpec(
         model_sha256=sha,
         model_name=f"{spec.dut}: {model}"[:128],
+        xnnpack=False,  # no TFLite delegate: the firmware runs the model
         warmup_runs=spec.warmups,
         min_runs=spec.windows,
         min_seconds=spec.min_window_s,

@@ -9,6 +9,10 @@ Energy comes from a simulated board (:mod:`power.simboard`, a Jetson TX2 by defa
 sysfs tree is written under the demo directory and its total rail follows the CPU load of the
 agent and its benchmark child, so the agent's real readers and sampler measure it. Those figures
 are labelled ``simulated`` everywhere they appear.
+
+With ``--mcu`` the agent also gets an MLPerf Tiny device under test and a PPK2 meter, both the
+protocol-faithful fakes of :mod:`firmware_bridge` (``fake-dut://``, ``fake-ppk2://`` on one fake
+supply), and the demo ends with an ``mcu`` job through the broker.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from coordinator.connect import BrokerTarget
 from coordinator.dataset.cli import rows_table
 from coordinator.dataset.select import load
 from coordinator.errors import UserError
+from coordinator.farm_cli import results_table
+from coordinator.mcu_cli import mcu_spec, run_mcu
 from coordinator.store import Store
 from power.boards import rail_policy
 from power.simboard import LAYOUTS, Driver, FollowLoad, SimBoard, rail_names
@@ -62,7 +68,25 @@ DEMO_IDLE_S = 1.0
 DEMO_ENERGY_S = 2.0
 
 
-def agent_config(root: Path, device: str, broker_url: str, board: Path | None) -> str:
+DEMO_DUT = "kws-demo"
+DEMO_INFER_US = 1800
+
+
+def mcu_config(device: str) -> str:
+    """A fake DUT and a fake PPK2 sharing one fake supply, as [[power.meters]]/[[mcu.duts]]."""
+    board = f"demo-{device}"
+    return (
+        "\n[[power.meters]]\n"
+        f'name = "ppk2-demo"\nkind = "ppk2"\nurl = "fake-ppk2://?board={board}"\n'
+        "\n[[mcu.duts]]\n"
+        f'name = "{DEMO_DUT}"\nmeter = "ppk2-demo"\n'
+        f'url = "fake-dut://kws01?board={board}&infer_us={DEMO_INFER_US}"\n'
+    )
+
+
+def agent_config(
+    root: Path, device: str, broker_url: str, board: Path | None, mcu: bool = False
+) -> str:
     text = (
         f'device_id = "{device}"\n'
         f'state_dir = "{root / "agent"}"\n'
@@ -73,7 +97,7 @@ def agent_config(root: Path, device: str, broker_url: str, board: Path | None) -
     )
     if board is not None:
         text += f'\n[power]\nsysfs_root = "{board}"\n'
-    return text
+    return text + (mcu_config(device) if mcu else "")
 
 
 @contextmanager
@@ -110,9 +134,11 @@ def running_broker(root: Path):
 
 
 @contextmanager
-def running_agent(root: Path, device: str, broker: BrokerTarget, board: Path | None):
+def running_agent(
+    root: Path, device: str, broker: BrokerTarget, board: Path | None, mcu: bool = False
+):
     config = root / "agent.toml"
-    config.write_text(agent_config(root, device, broker.url, board), encoding="utf-8")
+    config.write_text(agent_config(root, device, broker.url, board, mcu), encoding="utf-8")
     log_path = root / "agent.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -216,6 +242,11 @@ def plot_dataset(datasets, out: Path) -> Path | None:
     show_default=True,
     help="Where to write the latency-vs-MACs plot of the dataset.",
 )
+@click.option(
+    "--mcu",
+    is_flag=True,
+    help="Also benchmark a fake MLPerf Tiny MCU with a fake PPK2 meter (labelled simulated).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the dataset and results as JSON.")
 def demo(
     n_models: int,
@@ -226,6 +257,7 @@ def demo(
     board: str,
     no_power: bool,
     plot: Path,
+    mcu: bool,
     as_json: bool,
 ) -> None:
     """Run a one-machine farm end to end: a private broker on a free loopback port, this
@@ -237,6 +269,7 @@ def demo(
     Example:
       halo-coord demo --models 5 --keep demo-farm/
       halo-coord demo --board orin-nx-jp5 --json
+      halo-coord demo --mcu
     """
     say = (lambda *_: None) if as_json else (lambda m: click.echo(m, err=True))
     started = time.monotonic()
@@ -252,7 +285,7 @@ def demo(
         board_root = None
         if not no_power:
             board_root, follow = stack.enter_context(simulated_board(root, board))
-        proc, log_path = stack.enter_context(running_agent(root, device, broker, board_root))
+        proc, log_path = stack.enter_context(running_agent(root, device, broker, board_root, mcu))
         say(f"agent    {device}, pid {proc.pid} (log {log_path})")
         if board_root is not None:
             follow(proc.pid)
@@ -266,6 +299,11 @@ def demo(
         say(f"campaign {record.campaign_id}: {n_models} nb201 cifar10 float32 models + a canary "
             f"({file})")  # fmt: skip
         session.drive(store, broker, [record.campaign_id], None if as_json else LiveProgress())
+        mcu_rows: list = []
+        if mcu:
+            say(f"mcu      {DEMO_DUT}: MLPerf Tiny rules, 3 windows of >= 1 s, fake PPK2 meter")
+            spec = mcu_spec(DEMO_DUT, 3, 1.0, 1, "auto")
+            mcu_rows, _ = run_mcu(store, broker, [device], spec, 120.0)
         datasets = load(store)
         drifts = drift(store, record.campaign_id)
         results = store.results()
@@ -286,8 +324,11 @@ def demo(
                 click.echo(f"drift: {d.device}'s canary p50 moved {d.max_abs_drift:.1%} between "
                            f"its measurements (threshold {d.threshold:.0%}): its rows are "
                            "flagged")  # fmt: skip
+        if mcu:
+            click.echo(f"\nmcu {DEMO_DUT} (fake DUT, {DEMO_INFER_US} us per inference)")
+            click.echo(results_table(mcu_rows))
         if written is not None:
             click.echo(f"\nplot: {written}")
         say(f"demo took {time.monotonic() - started:.0f} s")
-    if failed:
+    if failed or (mcu and not mcu_rows):
         sys.exit(1)

@@ -14,11 +14,11 @@ from pathlib import Path
 import click
 
 from coordinator import farm
-from coordinator.connect import resolve_broker
+from coordinator.connect import BrokerTarget, resolve_broker
 from coordinator.dispatch import DEFAULT_COMMAND_TTL_S, Controller, new_cmd_id
 from coordinator.errors import UserError
 from coordinator.farm_cli import broker_option, json_option, results_table, store_option
-from coordinator.store import Store
+from coordinator.store import ResultRow, Store
 from protocol import Command, McuSpec, ProtocolError
 
 
@@ -44,6 +44,25 @@ def check_duts(store: Store, devices: list[str], dut: str) -> None:
                 f"device {dev} has no DUT {dut!r} (its caps list: {', '.join(known) or 'none'}; "
                 "DUTs are [[mcu.duts]] entries of the board's agent config)"
             )
+
+
+def run_mcu(
+    store: Store, broker: BrokerTarget, targets: list[str], spec: McuSpec, timeout_s: float
+) -> tuple[list[ResultRow], int]:
+    """Send the mcu command to each target and wait: (the stored results, how many were
+    sent). Rejections are reported on stderr."""
+    with Controller(store, broker) as controller:
+        cmd_ids = []
+        for dev in targets:
+            command = Command(cmd_id=new_cmd_id(), kind="mcu", mcu=spec,
+                              expires_at=time.time() + DEFAULT_COMMAND_TTL_S)  # fmt: skip
+            controller.send(dev, command)
+            cmd_ids.append(command.cmd_id)
+        jobs = farm.wait_for(store, broker, cmd_ids, farm.FINAL, timeout_s)
+    for j in jobs.values():
+        if j.state in ("rejected", "cancelled"):
+            click.echo(f"{j.device}: {j.state}: {j.reason or '-'}", err=True)
+    return [r for c in cmd_ids for r in store.results(job=c)], len(cmd_ids)
 
 
 @click.group()
@@ -91,21 +110,10 @@ def bench(
         farm.sync(store, broker)
         targets = farm.select_devices(store, device_ids, ())
         check_duts(store, targets, dut)
-        with Controller(store, broker) as controller:
-            cmd_ids = []
-            for dev in targets:
-                command = Command(cmd_id=new_cmd_id(), kind="mcu", mcu=spec,
-                                  expires_at=time.time() + DEFAULT_COMMAND_TTL_S)  # fmt: skip
-                controller.send(dev, command)
-                cmd_ids.append(command.cmd_id)
-            jobs = farm.wait_for(store, broker, cmd_ids, farm.FINAL, wait_timeout)
-        for j in jobs.values():
-            if j.state in ("rejected", "cancelled"):
-                click.echo(f"{j.device}: {j.state}: {j.reason or '-'}", err=True)
-        rows = [r for c in cmd_ids for r in store.results(job=c)]
+        rows, expected = run_mcu(store, broker, targets, spec, wait_timeout)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
         click.echo(results_table(rows))
-    if len(rows) < len(cmd_ids) or any(r.status != "ok" for r in rows):
+    if len(rows) < expected or any(r.status != "ok" for r in rows):
         raise SystemExit(1)

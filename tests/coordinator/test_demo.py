@@ -54,14 +54,17 @@ def test_demo_runs_a_campaign_with_simulated_energy_into_a_dataset(tmp_path):
 
 
 def test_demo_without_power_has_no_energy_and_writes_its_plot(tmp_path):
+    """... and with --mcu it ends with an mcu job on a fake DUT metered by a fake PPK2."""
     plot = tmp_path / "demo.png"
     r = subprocess.run(
         [sys.executable, "-m", "coordinator.cli", "demo", "--models", "2", "--no-power",
-         "--min-runs", "5", "--min-seconds", "0", "--plot", str(plot)],
+         "--min-runs", "5", "--min-seconds", "0", "--plot", str(plot), "--mcu"],
         capture_output=True, text=True, cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path)), timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "dataset nb201/cifar10/" in r.stdout and "mJ/inf" not in r.stdout
+    dataset_part, mcu_part = r.stdout.split("\nmcu kws-demo")
+    assert "dataset nb201/cifar10/" in dataset_part and "mJ/inf" not in dataset_part
+    assert "kws-demo: kws01" in mcu_part and "simulated" in mcu_part
     assert f"plot: {plot}" in r.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
