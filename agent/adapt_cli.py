@@ -509,7 +509,44 @@ def adapt(**opts: Any) -> None:
     _run(opts, power, config.state_dir)
 
 
+# Every key adaptation_document() reads, with the CLI's defaults.
+DEFAULT_OPTIONS: Dict[str, Any] = {
+    "task": None,
+    "source": None,
+    "target": None,
+    "target_test": None,
+    "label": "label",
+    "model": None,
+    "optimizer": "halo",
+    "optimizer_file": None,
+    "lr": None,
+    "tune_lr": False,
+    "tune_metric": "loss",
+    "steps": 300,
+    "batch": 64,
+    "sparsity": None,
+    "seed": 0,
+    "eval_every": 10,
+    "pretrain_steps": 500,
+    "board": None,
+    "energy_constants": None,
+    "power": "auto",
+    "idle_seconds": None,
+}
+
+
 def _run(opts: Dict[str, Any], power: Any, state_dir: Path) -> None:
+    out = adaptation_document(opts, power, state_dir)
+    if opts["as_json"]:
+        click.echo(json.dumps(out, indent=1))
+    else:
+        click.echo(_table(out))
+
+
+def adaptation_document(opts: Dict[str, Any], power: Any, state_dir: Path) -> Dict[str, Any]:
+    """Run one adaptation as ``opts`` say (keys of :data:`DEFAULT_OPTIONS`) and return its JSON
+    document; shared by ``halo-agent adapt`` and the daemon's ``adapt`` job. A problem the
+    caller can fix raises ``click.ClickException`` with a one-line message."""
     from halo.adapt import AdaptSettings, run_adaptation, start_point
     from halo.energy import cumulative_j, model_report, run_work
     from halo.errors import HaloError
@@ -616,8 +653,4 @@ def _run(opts: Dict[str, Any], power: Any, state_dir: Path) -> None:
         },
         "tuning": tuning_info,
     }
-    out = _finite(out)
-    if opts["as_json"]:
-        click.echo(json.dumps(out, indent=1))
-    else:
-        click.echo(_table(out))
+    return _finite(out)

@@ -21,6 +21,7 @@ from firmware_bridge.resources import DutResource
 from protocol import MAX_MESSAGE_BYTES, Ack, Command, ProtocolError, decode, encode, make
 
 from . import jobqueue as jq
+from .adapt_job import adapt_problem
 from .bench.job import spec_problem
 from .config import PowerConfig
 from .mcu_job import mcu_problem
@@ -131,6 +132,8 @@ class CommandHandler:
             return self._cancel(cmd)
         if cmd.kind == "mcu":
             return self._mcu(cmd)
+        if cmd.kind == "adapt":
+            return self._adapt(cmd)
         return self.acks.put(
             cmd.cmd_id, "rejected", f"kind {cmd.kind!r} is not supported yet by this agent"
         )
@@ -143,6 +146,11 @@ class CommandHandler:
         spec: Any = cmd.mcu
         problem = mcu_problem(spec, self.duts, self.power.options.meters)
         return self._enqueue(cmd, "mcu", spec, problem, spec.input_sha256)
+
+    def _adapt(self, cmd: Command) -> Ack:
+        # Its blobs (CSVs, optimizer checkpoint) are fetched when the job runs.
+        spec: Any = cmd.adapt
+        return self._enqueue(cmd, "adapt", spec, adapt_problem(spec), None)
 
     def _enqueue(
         self, cmd: Command, kind: str, spec: Any, problem: Optional[str], blob: Optional[str]

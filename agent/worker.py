@@ -7,7 +7,9 @@ the final ack to the outbox. The worker never publishes itself: ``send`` (and th
 hands messages to the daemon's main loop, which owns every ``publish()`` call.
 
 An ``mcu`` job goes the same way, with :func:`agent.mcu_job.run_mcu_job` and an optional input
-blob instead of a model.
+blob instead of a model. An ``adapt`` job fetches its blobs (CSVs, optimizer checkpoint) one
+after the other, runs :func:`agent.adapt_job.run_adapt_job` in this thread and commits an
+``AdaptResult`` on ``job/{job}/adapt_result`` the same way.
 
 Python 3.8 compatible.
 """
@@ -18,10 +20,13 @@ import json
 import logging
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Set, Union
 
 from firmware_bridge.resources import DutResource
 from protocol import (
+    AdaptResult,
+    AdaptSpec,
     BenchResult,
     BenchSpec,
     McuSpec,
@@ -33,6 +38,7 @@ from protocol import (
 )
 
 from . import jobqueue as jq
+from .adapt_job import DATA_ROLES, run_adapt_job
 from .bench.job import run_bench_job
 from .blobfetch import BlobFetcher, FetchError, Interrupted
 from .commands import Acks
@@ -179,7 +185,23 @@ class Worker(threading.Thread):
                     self._close(job.job_id, jq.CANCELLED, "cancelled while fetching the model")
                 return
 
-        if job.kind == "mcu":
+        result: Union[AdaptResult, BenchResult]
+        if job.kind == "adapt":
+            adapt_spec = AdaptSpec.from_dict(json.loads(job.spec), "adapt")
+            files = self._fetch_adapt_blobs(job, adapt_spec, progress)
+            if files is None:
+                return
+            result = run_adapt_job(
+                adapt_spec,
+                job.job_id,
+                job.cmd_id,
+                job.result_id,
+                files,
+                self.power,
+                Path(self.db.path).parent,
+                cancel=self._abort,
+            )
+        elif job.kind == "mcu":
             result = run_mcu_job(
                 McuSpec.from_dict(json.loads(job.spec), "mcu"),
                 self.duts,
@@ -210,7 +232,34 @@ class Worker(threading.Thread):
             return self._close(job.job_id, jq.CANCELLED, "cancelled while running")
         self._commit_result(job, result)
 
-    def _commit_result(self, job: jq.Job, result: BenchResult) -> None:
+    def _fetch_adapt_blobs(
+        self, job: jq.Job, spec: AdaptSpec, progress: Callable[[str, int, Optional[int]], None]
+    ) -> Optional[Dict[str, str]]:
+        """role -> cached file of each blob the adapt job names; None if the job was closed
+        (or is to re-run after a shutdown) instead."""
+        wanted = [(role, getattr(spec, role + "_sha256")) for role in DATA_ROLES]
+        wanted.append(("optimizer", spec.optimizer_sha256))
+        mine = {sha for _, sha in wanted if sha is not None}
+
+        def keep() -> Set[str]:  # the cache must not evict one of ours for another
+            return self.jobs.needed_blobs() | mine
+
+        files: Dict[str, str] = {}
+        for role, sha in wanted:
+            if sha is None:
+                continue
+            try:
+                files[role] = str(self.fetcher.fetch(sha, progress, keep, self._interrupted))
+            except FetchError as e:
+                self._close(job.job_id, jq.FAILED, f"{role} blob: {e}")
+                return None
+            except Interrupted:
+                if self._cancel.is_set():
+                    self._close(job.job_id, jq.CANCELLED, f"cancelled while fetching {role}")
+                return None
+        return files
+
+    def _commit_result(self, job: jq.Job, result: Union[AdaptResult, BenchResult]) -> None:
         state = jq.DONE if result.status == "ok" else jq.FAILED
         try:
             env = make(result, self.device)
@@ -218,7 +267,7 @@ class Worker(threading.Thread):
         except ProtocolError as e:
             log.error("job %s: result does not fit the protocol: %s", job.job_id, e)
             return self._close(job.job_id, jq.FAILED, f"result rejected by the protocol: {e}")
-        topic = job_topic(self.device, job.job_id, "result")
+        topic = job_topic(self.device, job.job_id, result.TYPE or "result")
         # One transaction: after a crash either the job is done and its result is in the
         # outbox, or neither (the job is still running and re-runs after restart).
         with self.db.transaction():

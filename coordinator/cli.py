@@ -23,6 +23,7 @@ from coordinator.dataset.cli import dataset  # noqa: E402
 from coordinator.demo import demo  # noqa: E402
 from coordinator.errors import UserError  # noqa: E402
 from coordinator.farm_cli import bench, devices, export, results  # noqa: E402
+from coordinator.halo_cli import halo  # noqa: E402
 from coordinator.mcu_cli import mcu  # noqa: E402
 from coordinator.serve import serve  # noqa: E402
 from coordinator.zoo.cli import zoo  # noqa: E402
@@ -56,6 +57,7 @@ for _command in (
     analyze,
     predict,
     zoo,
+    halo,
 ):
     cli.add_command(_command)
 

@@ -45,7 +45,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from coordinator.store import ACK_WRONG_DEVICE, Store, result_row
+from coordinator.store import ACK_WRONG_DEVICE, Store, adapt_result_row, result_row
 from protocol import INGEST_SHARED, Envelope, ProtocolError, decode, filter_all, parse_topic
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ SHARE_GROUP = "ingest"
 SHARED_FILTERS = (
     (INGEST_SHARED, 1),
     (f"$share/{SHARE_GROUP}/{filter_all('ack')}", 1),
+    (f"$share/{SHARE_GROUP}/{filter_all('adapt_result')}", 1),
 )
 PLAIN_FILTERS = ((filter_all("status"), 1), (filter_all("caps"), 1), (filter_all("hb"), 0))
 # Never expire: the broker must keep queueing results for this session while the coordinator
@@ -67,9 +68,19 @@ TEST_DIE_EXIT_CODE = 86
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RETRY_S = (0.1, 0.5, 1.0, 5.0)  # writer back-off while the store refuses a batch
 _LULL_S = 0.002  # no new message for this long ends a batch early
-_HANDLED = ("result", "ack", "status", "caps", "hb")
+_HANDLED = ("result", "adapt_result", "ack", "status", "caps", "hb")
 # Per-batch counters of _write, named as in IngestStats.
-_COUNTERS = ("results_inserted", "results_duplicate", "acks", "status", "caps", "hb", "rejected")
+_COUNTERS = (
+    "results_inserted",
+    "results_duplicate",
+    "adapt_results_inserted",
+    "adapt_results_duplicate",
+    "acks",
+    "status",
+    "caps",
+    "hb",
+    "rejected",
+)
 _STOP = object()
 
 
@@ -81,6 +92,8 @@ class IngestStats:
     messages: int = 0
     results_inserted: int = 0
     results_duplicate: int = 0
+    adapt_results_inserted: int = 0
+    adapt_results_duplicate: int = 0
     acks: int = 0
     status: int = 0
     caps: int = 0
@@ -112,6 +125,7 @@ class _Item:
     leaf: str
     env: Envelope | None = None  # None: rejected for `reason`
     row: tuple | None = None  # results: the row to insert
+    adapt_row: tuple | None = None  # adapt results: the adapt_results row to insert
     reason: str = ""
 
 
@@ -420,8 +434,13 @@ class Ingestor:
             )
             counts["results_inserted"] = inserted
             counts["results_duplicate"] = duplicates
+            adapt_rows = [i.adapt_row for i in batch if i.adapt_row is not None]
+            if adapt_rows:
+                inserted, duplicates = self.store.add_adapt_rows(adapt_rows)
+                counts["adapt_results_inserted"] = inserted
+                counts["adapt_results_duplicate"] = duplicates
             for item in batch:
-                if item.row is not None:
+                if item.row is not None or item.adapt_row is not None:
                     continue
                 reason = item.reason
                 env = item.env
@@ -471,19 +490,22 @@ def _classify(msg: mqtt.MQTTMessage, received_at: float, generation: int) -> _It
             raise ProtocolError(
                 "device", f"envelope says {env.device!r} but the topic is {ref.device!r}'s"
             )
-        if ref.leaf == "result":
+        if ref.leaf in ("result", "adapt_result"):
             if env.body.job_id != ref.job_id:
                 raise ProtocolError(
                     "body.job_id",
                     f"is {env.body.job_id!r} but the topic is for job {ref.job_id!r}",
                 )
-            item.row = result_row(env, received_at, msg.payload)
+            if ref.leaf == "result":
+                item.row = result_row(env, received_at, msg.payload)
+            else:
+                item.adapt_row = adapt_result_row(env, received_at)
         item.env = env
     except ProtocolError as exc:
         item.reason = str(exc)
     except Exception as exc:  # our bug: it must not end paho's network thread (this runs there)
         log.exception("could not check a message on %.200s", topic)
-        item.env = item.row = None
+        item.env = item.row = item.adapt_row = None
         item.reason = f"message: the coordinator failed to check it ({type(exc).__name__})"
     return item
 

@@ -32,7 +32,7 @@ from typing import Any
 import platformdirs
 
 from coordinator.errors import UserError
-from protocol import Ack, BenchResult, Caps, Command, Envelope, Heartbeat, Status
+from protocol import Ack, AdaptResult, BenchResult, Caps, Command, Envelope, Heartbeat, Status
 
 STORE_ENV = "HALOFARM_STORE"
 STORE_NAME = "store.sqlite"
@@ -313,8 +313,64 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
                          delegate)
         )""",
     ),
+    # Adaptation results (adapt jobs, topic job/{job}/adapt_result): apart from the latency
+    # results, keyed by result_id like them. The summary columns come from the document; the
+    # payload is the whole AdaptResult body.
+    3: (
+        """CREATE TABLE adapt_results (
+            result_id TEXT PRIMARY KEY,
+            msg_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            cmd_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            task TEXT,
+            optimizer TEXT NOT NULL,
+            model TEXT,
+            steps INTEGER NOT NULL,
+            seed INTEGER NOT NULL,
+            final_test_acc REAL,
+            final_test_balanced_acc REAL,
+            energy_j REAL,
+            energy_method TEXT,
+            measured_energy_j REAL,
+            started_at REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            sent_at REAL NOT NULL,
+            received_at REAL NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX adapt_results_device ON adapt_results (device, received_at)",
+        "CREATE INDEX adapt_results_cmd ON adapt_results (cmd_id)",
+    ),
 }
 SCHEMA_VERSION = len(MIGRATIONS)
+
+ADAPT_COLUMNS = (
+    "result_id",
+    "msg_id",
+    "device",
+    "job_id",
+    "cmd_id",
+    "status",
+    "reason",
+    "task",
+    "optimizer",
+    "model",
+    "steps",
+    "seed",
+    "final_test_acc",
+    "final_test_balanced_acc",
+    "energy_j",
+    "energy_method",
+    "measured_energy_j",
+    "started_at",
+    "finished_at",
+    "sent_at",
+    "received_at",
+    "payload",
+)
 
 _HEX_PREFIX = re.compile(r"[0-9a-f]{1,64}")
 
@@ -529,6 +585,79 @@ def result_row(env: Envelope, received_at: float, raw: bytes | str | None = None
     )
 
 
+def adapt_result_row(env: Envelope, received_at: float) -> tuple:
+    """The adapt_results row (ADAPT_COLUMNS in order) of a decoded adapt_result envelope."""
+    r = env.body
+    if not isinstance(r, AdaptResult):
+        raise TypeError(f"expected an adapt_result envelope, got type {env.type!r}")
+    doc = r.document or {}
+    energy = doc.get("energy") or {}
+    measured = doc.get("energy_measured") or {}
+    spec = r.spec
+    return (
+        r.result_id,
+        env.msg_id,
+        env.device,
+        r.job_id,
+        r.cmd_id,
+        r.status,
+        r.reason,
+        spec.task or "csv",
+        spec.optimizer,
+        spec.model,
+        spec.steps,
+        spec.seed,
+        doc.get("final_test_acc"),
+        doc.get("final_test_balanced_acc"),
+        energy.get("total_j"),
+        energy.get("method"),
+        measured.get("total_j"),
+        r.started_at,
+        r.finished_at,
+        env.created_at,
+        received_at,
+        _json(r.to_dict()),
+    )
+
+
+@dataclass
+class AdaptRow:
+    """One stored adaptation result; ``body()`` is the whole AdaptResult."""
+
+    result_id: str
+    msg_id: str
+    device: str
+    job_id: str
+    cmd_id: str
+    status: str
+    reason: str | None
+    task: str | None
+    optimizer: str
+    model: str | None
+    steps: int
+    seed: int
+    final_test_acc: float | None
+    final_test_balanced_acc: float | None
+    energy_j: float | None
+    energy_method: str | None
+    measured_energy_j: float | None
+    started_at: float
+    finished_at: float
+    sent_at: float
+    received_at: float
+    payload: str
+
+    def body(self) -> AdaptResult:
+        return AdaptResult.from_dict(json.loads(self.payload))
+
+    def to_dict(self, with_payload: bool = True) -> dict[str, Any]:
+        out = asdict(self)
+        del out["payload"]
+        if with_payload:
+            out["document"] = json.loads(self.payload).get("document")
+        return out
+
+
 def energy_columns(energy: dict[str, Any] | None) -> tuple:
     """(method, source, mJ/inference, dynamic mJ/inference, mean mW, idle mW) of a result's
     energy object; the figures only when its status is "ok"."""
@@ -688,6 +817,36 @@ class Store:
                     start += size
                     inserted += self._db.execute(_insert_results_sql(size), args).rowcount
         return inserted, len(rows) - inserted
+
+    def add_adapt_rows(self, rows: list[tuple]) -> tuple[int, int]:
+        """Insert adapt_results rows (from :func:`adapt_result_row`); (inserted, duplicates)."""
+        sql = (
+            "INSERT INTO adapt_results ({}) VALUES ({}) ON CONFLICT (result_id) DO NOTHING".format(
+                ", ".join(ADAPT_COLUMNS), ", ".join("?" * len(ADAPT_COLUMNS))
+            )
+        )
+        inserted = 0
+        with self.transaction():
+            for row in rows:
+                inserted += self._db.execute(sql, row).rowcount
+        return inserted, len(rows) - inserted
+
+    def adapt_results(self, *, device: str | None = None, job: str | None = None) -> list[AdaptRow]:
+        """Stored adaptation results, oldest received first; job: a job_id or cmd_id."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if device is not None:
+            clauses.append("device = ?")
+            args.append(device)
+        if job is not None:
+            clauses.append("(job_id = ? OR cmd_id = ?)")
+            args += [job, job]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        columns = ", ".join(ADAPT_COLUMNS)
+        sql = f"SELECT {columns} FROM adapt_results{where} ORDER BY received_at, rowid"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [AdaptRow(*r) for r in rows]
 
     def record_dispatch(self, device: str, command: Command, at: float | None = None) -> None:
         """A command sent to device; acks for its cmd_id move the job along."""

@@ -22,6 +22,8 @@ __all__ = [
     "CHUNK_MAX",
     "MAX_RAW_NS",
     "Ack",
+    "AdaptResult",
+    "AdaptSpec",
     "BenchResult",
     "BenchSpec",
     "BenchStats",
@@ -257,6 +259,99 @@ class McuSpec(Body):
     )
 
 
+ADAPT_TASKS = ("thyroid", "digits", "drift")
+ADAPT_OPTIMIZERS = ("halo", "sgd", "momentum", "adam", "adagrad", "rmsprop")
+# As halo.optimizees.zoo.parse_model takes it: a kind and optionally 1-8 layer sizes.
+MODEL_RE = re.compile(r"(mlp|cnn1d|cnn2d)(:[1-9][0-9]{0,4}(,[1-9][0-9]{0,4}){0,7})?")
+SPARSITY_RE = re.compile(r"[0-9.]{1,8}(,[0-9.]{1,8}){0,15}")
+# A result carries one curve point per evaluation: this many at most (the message size).
+MAX_ADAPT_EVALS = 1000
+
+
+@dataclass
+class AdaptSpec(Body):
+    """The args of an ``adapt`` command: HALO-style on-device adaptation (``halo-agent adapt``).
+
+    The data is a built-in ``task`` or three CSV blobs (source-domain rows, target training
+    rows, target test rows; columns as ``halo.tasks.csv_files_task`` reads them, the class in
+    ``label``), each fetched by sha256 like a model. ``optimizer_sha256`` is a learned-optimizer
+    checkpoint (.npz) blob for ``optimizer`` halo; None: the agent's shipped one. Energy is
+    always modelled; ``power`` also measures it ("none", "auto" or a source name).
+    """
+
+    task: Optional[str] = wire(f.optional(f.one_of(ADAPT_TASKS)), default=None)
+    source_sha256: Optional[str] = wire(f.optional(f.SHA256), default=None)
+    target_sha256: Optional[str] = wire(f.optional(f.SHA256), default=None)
+    target_test_sha256: Optional[str] = wire(f.optional(f.SHA256), default=None)
+    label: str = wire(f.text(128), default="label")
+    model: Optional[str] = wire(
+        f.optional(f.matching(MODEL_RE, "a model like mlp:30,30, cnn1d:8,8 or cnn2d:8,8")),
+        default=None,
+    )
+    optimizer: str = wire(f.one_of(ADAPT_OPTIMIZERS), default="halo")
+    optimizer_sha256: Optional[str] = wire(f.optional(f.SHA256), default=None)
+    lr: Optional[float] = wire(f.optional(f.float_in(0.0, 100.0, lo_open=True)), default=None)
+    tune_lr: bool = wire(f.boolean, default=False)
+    steps: int = wire(f.int_in(1, 1000000), default=300)
+    batch: int = wire(f.int_in(1, 65536), default=64)
+    sparsity: Optional[str] = wire(
+        f.optional(f.matching(SPARSITY_RE, "update probabilities like 0.1,0.3,0.5")),
+        default=None,
+    )
+    seed: int = wire(f.int_in(0, 2**31 - 1), default=0)
+    eval_every: int = wire(f.int_in(0, 1000000), default=10)
+    pretrain_steps: int = wire(f.int_in(0, 1000000), default=500)
+    power: str = wire(f.matching(POWER_RE, "'none', 'auto' or a power source name"), default="none")
+    timeout_s: Optional[float] = wire(
+        f.optional(f.float_in(0.0, 2 * _DAY, lo_open=True)), default=None
+    )
+
+    def data_blobs(self) -> List[str]:
+        """The CSV blobs to fetch (none for a built-in task)."""
+        blobs = (self.source_sha256, self.target_sha256, self.target_test_sha256)
+        return [b for b in blobs if b is not None]
+
+    def check_rules(self, path: str) -> None:
+        blobs = (self.source_sha256, self.target_sha256, self.target_test_sha256)
+        if self.task is not None:
+            _require(
+                all(b is None for b in blobs),
+                f.sub(path, "source_sha256"),
+                "must be null with a task: give either task or the three CSV blobs",
+            )
+        else:
+            for name, blob in zip(("source_sha256", "target_sha256", "target_test_sha256"), blobs):
+                _require(
+                    blob is not None,
+                    f.sub(path, name),
+                    "is required without a task: give either task or the three CSV blobs",
+                )
+        _require(
+            not (self.lr is not None and self.tune_lr),
+            f.sub(path, "lr"),
+            "must be null when tune_lr is true: give a learning rate or let it be tuned",
+        )
+        if self.optimizer == "halo":
+            _require(
+                self.lr is None and not self.tune_lr,
+                f.sub(path, "lr" if self.lr is not None else "tune_lr"),
+                "applies to the hand-written optimizers; halo learns its own",
+            )
+        else:
+            _require(
+                self.optimizer_sha256 is None,
+                f.sub(path, "optimizer_sha256"),
+                f"applies to optimizer 'halo', not {self.optimizer!r}",
+            )
+        if self.eval_every:
+            evals = self.steps // self.eval_every
+            _require(
+                evals <= MAX_ADAPT_EVALS,
+                f.sub(path, "eval_every"),
+                f"gives {evals} evaluations of {self.steps} steps; at most {MAX_ADAPT_EVALS}",
+            )
+
+
 COMMAND_KINDS = ("bench", "cancel", "ping", "adapt", "mcu")
 
 
@@ -269,9 +364,16 @@ class Command(Body):
     bench: Optional[BenchSpec] = wire(f.optional(_nested(BenchSpec)), default=None)
     target_cmd_id: Optional[str] = wire(f.optional(f.HEX32), default=None)
     mcu: Optional[McuSpec] = wire(f.optional(_nested(McuSpec)), default=None)
+    adapt: Optional[AdaptSpec] = wire(f.optional(_nested(AdaptSpec)), default=None)
 
     def check_rules(self, path: str) -> None:
-        for name, kind in (("bench", "bench"), ("target_cmd_id", "cancel"), ("mcu", "mcu")):
+        kinds = (
+            ("bench", "bench"),
+            ("target_cmd_id", "cancel"),
+            ("mcu", "mcu"),
+            ("adapt", "adapt"),
+        )
+        for name, kind in kinds:
             present = getattr(self, name) is not None
             if self.kind == kind:
                 _require(present, f.sub(path, name), f"is required when kind is {kind!r}")
@@ -378,6 +480,39 @@ class BenchResult(Body):
 
 
 @dataclass
+class AdaptResult(Body):
+    """What an ``adapt`` job gives: its spec echoed and the adaptation document (as
+    ``halo-agent adapt --json`` prints it: settings, curve, final accuracies, energy ...).
+    Published on ``job/{job}/adapt_result``, never on ``job/{job}/result``: it is no latency
+    measurement and must not reach latency datasets."""
+
+    TYPE = "adapt_result"
+    result_id: str = wire(f.HEX32)
+    job_id: str = wire(f.ID)
+    cmd_id: str = wire(f.HEX32)
+    status: str = wire(f.one_of(("ok", "failed")))
+    reason: Optional[str] = wire(f.optional(f.text()))
+    spec: AdaptSpec = wire(_nested(AdaptSpec))
+    document: Optional[Dict[str, Any]] = wire(f.optional(f.json_object))
+    started_at: float = wire(f.float_in(0.0))
+    finished_at: float = wire(f.float_in(0.0))
+
+    def check_rules(self, path: str) -> None:
+        if self.status == "failed":
+            _require(
+                self.reason is not None,
+                f.sub(path, "reason"),
+                "is required when status is 'failed'",
+            )
+        else:
+            _require(
+                self.document is not None,
+                f.sub(path, "document"),
+                "is required when status is 'ok'",
+            )
+
+
+@dataclass
 class BlobRequest(Body):
     TYPE = "blob_req"
     sha256: str = wire(f.SHA256)
@@ -439,6 +574,7 @@ MESSAGE_TYPES: Dict[str, Type[Body]] = {
         Ack,
         Progress,
         BenchResult,
+        AdaptResult,
         BlobRequest,
         BlobChunk,
     )

@@ -25,7 +25,11 @@ DEVICE_LEAVES: Dict[str, str] = {
     "blob_data": "blob/data",
 }
 # leaf -> path below halo/v1/dev/{dev}/job/{job}/
-JOB_LEAVES: Dict[str, str] = {"progress": "progress", "result": "result"}
+JOB_LEAVES: Dict[str, str] = {
+    "progress": "progress",
+    "result": "result",
+    "adapt_result": "adapt_result",
+}
 
 QOS: Dict[str, int] = {
     "status": 1,
@@ -35,6 +39,7 @@ QOS: Dict[str, int] = {
     "ack": 1,
     "progress": 0,
     "result": 1,
+    "adapt_result": 1,
     "blob_req": 1,
     "blob_data": 1,
 }

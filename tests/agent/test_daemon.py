@@ -26,6 +26,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from protocol import (
+    AdaptResult,
+    AdaptSpec,
     BenchResult,
     BenchSpec,
     BlobChunk,
@@ -60,6 +62,7 @@ class Peer:
         self.lock = threading.Lock()
         self.acks: List = []
         self.results: Dict[str, BenchResult] = {}  # by result_id: one logical result each
+        self.adapt_results: Dict[str, AdaptResult] = {}
         self.result_deliveries = 0
         self.statuses: List[str] = []
         self.caps: List = []
@@ -97,6 +100,9 @@ class Peer:
             elif env.type == "result":
                 self.results[env.body.result_id] = env.body
                 self.result_deliveries += 1
+            elif env.type == "adapt_result":
+                assert ref.leaf == "adapt_result"  # never on the latency results' topic
+                self.adapt_results[env.body.result_id] = env.body
             elif env.type == "status":
                 self.statuses.append(env.body.state)
             elif env.type == "caps":
@@ -293,8 +299,11 @@ def test_bad_commands_are_rejected_with_reasons_and_the_agent_lives_on(peer, age
     peer.send(__import__("json").dumps(bad).encode())
     assert "body.kind" in peer.wait_ack(bad["body"]["cmd_id"], "rejected").reason
 
-    adapt = peer.command("adapt")
-    assert "not supported yet" in peer.wait_ack(adapt, "rejected").reason
+    adapt = make(Command(cmd_id=uuid.uuid4().hex, kind="ping"), "coordinator").to_dict()
+    adapt["body"]["kind"] = "adapt"  # without its spec
+    peer.send(__import__("json").dumps(adapt).encode())
+    reason = peer.wait_ack(adapt["body"]["cmd_id"], "rejected").reason
+    assert "body.adapt: is required" in reason
 
     expired = peer.command("bench", bench=bench_spec(b"m"), expires_at=time.time() - 5)
     assert peer.wait_ack(expired, "rejected").reason == "expired"
@@ -551,3 +560,74 @@ def test_mcu_job_end_to_end_with_a_meter(peer, agent, mosquitto):
     assert result.spec.power == "ppk" and result.energy["status"] == "ok"
     assert result.energy["e_per_inference_mj"] > 0
     assert [w["status"] for w in result.env_pre["mcu"]["windows"]] == ["ok", "ok"]
+
+
+def _csv(rows: int, shift: float, seed: int) -> bytes:
+    """A two-class table: class 1 sits 2 units off class 0 on every feature, plus ``shift``."""
+    import random
+
+    rng = random.Random(seed)
+    lines = ["f0,f1,f2,label"]
+    for i in range(rows):
+        label = i % 2
+        feats = [rng.gauss(2.0 * label + shift, 1.0) for _ in range(3)]
+        lines.append(",".join(f"{v:.4f}" for v in feats) + f",{label}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_adapt_job_end_to_end(peer, agent):
+    """A built-in task and a CSV task (three blobs fetched like models), each 20 steps; bad
+    settings are rejected with reasons; a missing blob fails the job saying which."""
+    agent.start(peer)
+    bad = peer.command("adapt", adapt=AdaptSpec(task="drift", sparsity="0.5,7"))
+    assert "adapt.sparsity" in peer.wait_ack(bad, "rejected").reason
+
+    spec = AdaptSpec(task="drift", steps=20, eval_every=10, pretrain_steps=20, batch=16)
+    cmd_id = peer.command("adapt", adapt=spec)
+    done = peer.wait_ack(cmd_id, "done")
+    assert peer.states(cmd_id) == ["accepted", "running", "done"]
+
+    blobs = {
+        "source": _csv(80, 0.0, 1),
+        "target": _csv(60, 1.0, 2),
+        "target_test": _csv(40, 1.0, 3),
+    }
+    shas = {role: hashlib.sha256(data).hexdigest() for role, data in blobs.items()}
+    peer.blobs.update({shas[r]: blobs[r] for r in blobs})
+    csv_spec = AdaptSpec(
+        source_sha256=shas["source"],
+        target_sha256=shas["target"],
+        target_test_sha256=shas["target_test"],
+        model="mlp:8",
+        optimizer="adam",
+        lr=0.01,
+        steps=20,
+        eval_every=5,
+        pretrain_steps=20,
+        batch=16,
+    )
+    csv_cmd = peer.command("adapt", adapt=csv_spec)
+    peer.wait_ack(csv_cmd, "done")
+    missing = peer.command("adapt", adapt=AdaptSpec(
+        source_sha256="0" * 64, target_sha256=shas["target"], target_test_sha256=shas["target"]
+    ))  # fmt: skip
+    assert "source blob" in peer.wait_ack(missing, "failed").reason
+
+    wait_for(lambda: len(peer.adapt_results) == 2, "the adapt results")
+    assert not peer.results  # nothing on the latency results' topic
+    by_cmd = {r.cmd_id: r for r in peer.adapt_results.values()}
+    first = by_cmd[cmd_id]
+    assert (first.status, first.job_id, first.spec) == ("ok", done.job_id, spec)
+    doc = first.document
+    assert [p["step"] for p in doc["curve"]] == [0, 10, 20]
+    assert doc["optimizer"] == "halo" and doc["settings"]["task"] == "drift"
+    assert doc["energy"]["method"] == "model" and doc["energy"]["total_j"] > 0
+    csv_doc = by_cmd[csv_cmd].document
+    assert [p["step"] for p in csv_doc["curve"]] == [0, 5, 10, 15, 20]
+    assert csv_doc["settings"]["source"] == "blob:" + shas["source"]  # no cache paths
+    assert csv_doc["settings"]["lr"] == 0.01 and csv_doc["task"]["n_test"] == 40
+    assert 0.0 <= csv_doc["final_test_acc"] <= 1.0
+    wait_for(
+        lambda: agent.query("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL") == [(0,)],
+        "the outbox drained",
+    )

@@ -120,7 +120,11 @@ def test_cancel_needs_target_and_no_bench() -> None:
 
 
 def test_adapt_and_mcu_decode() -> None:
-    assert decode(json.dumps(command_dict(kind="adapt", bench=None)).encode()).body.kind == "adapt"
+    msg = command_dict(kind="adapt", bench=None, adapt={"task": "drift", "steps": 20})
+    body = decode(json.dumps(msg).encode()).body
+    assert (body.kind, body.adapt.task, body.adapt.steps, body.adapt.optimizer) == (
+        "adapt", "drift", 20, "halo")  # fmt: skip
+    assert rejection(command_dict(kind="adapt", bench=None)).field == "body.adapt"
     msg = command_dict(kind="mcu", bench=None, mcu={"dut": "l4r5", "windows": 3})
     body = decode(json.dumps(msg).encode()).body
     assert (body.kind, body.mcu.dut, body.mcu.windows, body.mcu.min_window_s) == (

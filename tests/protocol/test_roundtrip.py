@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any, Callable, Dict, List
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,8 @@ from protocol import (
     CHUNK_MAX,
     MESSAGE_TYPES,
     Ack,
+    AdaptResult,
+    AdaptSpec,
     BenchResult,
     BenchSpec,
     BenchStats,
@@ -142,6 +145,34 @@ mcu_specs = st.builds(
 
 
 @st.composite
+def adapt_specs(draw: Callable[..., Any]) -> AdaptSpec:
+    optimizer = draw(st.sampled_from(["halo", "sgd", "momentum", "adam", "adagrad", "rmsprop"]))
+    tune = optimizer != "halo" and draw(st.booleans())
+    builtin = draw(st.booleans())
+    steps = draw(st.integers(1, 1000000))
+    return AdaptSpec(
+        task=draw(st.sampled_from(["thyroid", "digits", "drift"])) if builtin else None,
+        source_sha256=None if builtin else draw(sha256),
+        target_sha256=None if builtin else draw(sha256),
+        target_test_sha256=None if builtin else draw(sha256),
+        label=draw(text(128)),
+        model=draw(st.sampled_from([None, "mlp", "mlp:30,30", "cnn1d:8,8", "cnn2d:8"])),
+        optimizer=optimizer,
+        optimizer_sha256=draw(st.none() | sha256) if optimizer == "halo" else None,
+        lr=None if optimizer == "halo" or tune else draw(st.none() | number(1e-6, 100.0)),
+        tune_lr=tune,
+        steps=steps,
+        batch=draw(st.integers(1, 65536)),
+        sparsity=draw(st.sampled_from([None, "0.1,0.3,0.5", "1"])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+        eval_every=draw(st.sampled_from([0, max(1, steps // 1000 + 1)])),
+        pretrain_steps=draw(st.integers(0, 1000000)),
+        power=draw(st.sampled_from(["none", "auto", "ina3221x"])),
+        timeout_s=draw(st.none() | number(1e-3, 172800.0)),
+    )
+
+
+@st.composite
 def commands(draw: Callable[..., Any]) -> Command:
     kind = draw(st.sampled_from(["bench", "cancel", "ping", "adapt", "mcu"]))
     return Command(
@@ -151,6 +182,7 @@ def commands(draw: Callable[..., Any]) -> Command:
         bench=draw(bench_specs()) if kind == "bench" else None,
         target_cmd_id=draw(hex32) if kind == "cancel" else None,
         mcu=draw(mcu_specs) if kind == "mcu" else None,
+        adapt=draw(adapt_specs()) if kind == "adapt" else None,
     )
 
 
@@ -219,6 +251,22 @@ def results(draw: Callable[..., Any]) -> BenchResult:
     )
 
 
+@st.composite
+def adapt_results(draw: Callable[..., Any]) -> AdaptResult:
+    ok = draw(st.booleans())
+    return AdaptResult(
+        result_id=draw(hex32),
+        job_id=draw(ids),
+        cmd_id=draw(hex32),
+        status="ok" if ok else "failed",
+        reason=draw(st.none() | text()) if ok else draw(text()),
+        spec=draw(adapt_specs()),
+        document=draw(json_objects) if ok else draw(st.none() | json_objects),
+        started_at=draw(number()),
+        finished_at=draw(number()),
+    )
+
+
 blob_requests = st.builds(
     BlobRequest, sha256=sha256, offset=counts, length=st.integers(1, CHUNK_MAX)
 )
@@ -242,6 +290,7 @@ BODIES: Dict[str, st.SearchStrategy[Body]] = {
     "ack": acks,
     "progress": progresses,
     "result": results(),
+    "adapt_result": adapt_results(),
     "blob_req": blob_requests,
     "blob_data": blob_chunks(),
 }
@@ -335,3 +384,46 @@ def mutated_messages(draw: Callable[..., Any]) -> bytes:
 @given(mutated_messages())
 def test_mutated_messages_raise_only_protocol_error(data: bytes) -> None:
     _decode_or_protocol_error(data)
+
+
+def _adapt(**changes: Any) -> Dict[str, Any]:
+    data = AdaptSpec(task="thyroid").to_dict()
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "reason"),
+    [
+        ({"task": "mnist"}, "adapt.task", "one of"),
+        ({"model": "resnet:50"}, "adapt.model", "mlp:30,30"),
+        ({"optimizer": "lion"}, "adapt.optimizer", "one of"),
+        ({"optimizer": "adam", "lr": 0.01, "tune_lr": True}, "adapt.lr", "tune_lr"),
+        ({"lr": 0.01}, "adapt.lr", "halo learns its own"),
+        ({"optimizer": "sgd", "optimizer_sha256": "a" * 64}, "adapt.optimizer_sha256", "halo"),
+        ({"task": None}, "adapt.source_sha256", "is required without a task"),
+        ({"source_sha256": "b" * 64}, "adapt.source_sha256", "must be null with a task"),
+        ({"steps": 0}, "adapt.steps", "1..1000000"),
+        ({"steps": 100000, "eval_every": 1}, "adapt.eval_every", "at most 1000"),
+        ({"sparsity": "half"}, "adapt.sparsity", "probabilities"),
+        ({"power": "../x"}, "adapt.power", "power source"),
+        ({"optimiser": "adam"}, "adapt.optimiser", "did you mean 'optimizer'"),
+    ],
+)
+def test_adapt_spec_rejections_name_the_field(
+    changes: Dict[str, Any], path: str, reason: str
+) -> None:
+    with pytest.raises(ProtocolError) as info:
+        AdaptSpec.from_dict(_adapt(**changes), "adapt")
+    assert info.value.field == path
+    assert reason in info.value.reason
+
+
+def test_adapt_command_needs_its_spec() -> None:
+    with pytest.raises(ProtocolError) as info:
+        Command.from_dict({"cmd_id": "0" * 32, "kind": "adapt"})
+    assert info.value.field == "body.adapt"
+    spec = AdaptSpec(source_sha256="a" * 64, target_sha256="b" * 64, target_test_sha256="c" * 64)
+    cmd = Command(cmd_id="0" * 32, kind="adapt", adapt=spec)
+    assert Command.from_dict(cmd.to_dict()) == cmd
+    assert spec.data_blobs() == ["a" * 64, "b" * 64, "c" * 64]
