@@ -214,3 +214,20 @@ def test_mcu_probe_and_bench_against_fakes() -> None:
         agent("mcu", "probe", "--port", "/dev/nonexistent-tty"), 2, "no such port"
     )
     assert_one_line_error(agent("mcu", "probe"), 2, "give --port URL (or --list)")
+
+
+def test_power_probe_lists_the_serial_meters_of_the_config(tmp_path) -> None:
+    import json
+
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[[power.meters]]\nname = "bench-ppk"\nkind = "ppk2"\nurl = "fake-ppk2://?board=probe1"\n'
+    )
+    r = agent("power", "probe", "--config", str(config), "--seconds", "0.3", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    sources = doc["sources"] if isinstance(doc, dict) else doc
+    (meter,) = [s for s in sources if s["name"] == "bench-ppk"]
+    assert meter["kind"] == "serial-meter" and meter["method"] == "simulated"  # a fake says so
+    config.write_text('[[power.meters]]\nname = "x"\nkind = "nosuch"\nurl = "/dev/ttyACM0"\n')
+    assert_one_line_error(agent("power", "probe", "--config", str(config)), 2, "kind")
