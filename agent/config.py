@@ -209,38 +209,33 @@ def _sampler(value: Any, where: str) -> str:
     return str(value)
 
 
-def _tables(value: Any, where: str, example: str) -> List[Mapping[str, Any]]:
+def _named_tables(
+    value: Any, where: str, example: str, parse: Callable[[Mapping[str, Any], str], Any]
+) -> Tuple[Any, ...]:
+    """An array of tables, each parsed by ``parse(table, where[i])`` (ValueError names the
+    key), whose ``name`` fields must be unique."""
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ConfigError(f"{where}: must be an array of tables, e.g. {example}")
-    return value
+    out = []
+    for i, table in enumerate(value):
+        try:
+            out.append(parse(table, f"{where}[{i}]"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    names = [item.name for item in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: names must be unique, got {', '.join(names)}")
+    return tuple(out)
 
 
 def _meters(value: Any, where: str) -> Tuple[MeterConfig, ...]:
-    tables = _tables(value, where, '[[power.meters]] name = "dut" kind = "ppk2" url = "..."')
-    out = []
-    for i, table in enumerate(tables):
-        try:
-            out.append(meter_config(table, f"{where}[{i}]"))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    names = [m.name for m in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: meter names must be unique, got {', '.join(names)}")
-    return tuple(out)
+    example = '[[power.meters]] name = "dut" kind = "ppk2" url = "..."'
+    return _named_tables(value, where, example, meter_config)
 
 
 def _duts(value: Any, where: str) -> Tuple[DutResource, ...]:
-    tables = _tables(value, where, '[[mcu.duts]] name = "l4r5" url = "/dev/serial/by-id/..."')
-    out = []
-    for i, table in enumerate(tables):
-        try:
-            out.append(dut_resource(table, f"{where}[{i}]"))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    names = [d.name for d in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: DUT names must be unique, got {', '.join(names)}")
-    return tuple(out)
+    example = '[[mcu.duts]] name = "l4r5" url = "/dev/serial/by-id/..."'
+    return _named_tables(value, where, example, dut_resource)
 
 
 def _device_id(value: Any, where: str) -> str:
