@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,25 @@ def test_default_state_dir_prefers_systemd_state_directory():
     )
     expected = "/var/lib/halofarm" if os.geteuid() == 0 else "halofarm"
     assert expected in str(default_state_dir({}))
+
+
+METER = '[[power.meters]]\nname = "ppk"\nkind = "ppk2"\nurl = "fake-ppk2://"\n'
+DUT = '[[mcu.duts]]\nname = "l4r5"\nurl = "fake-dut://ic01"\nmeter = "ppk"\n'
+
+
+def test_meters_and_duts(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text(METER + DUT)
+    cfg = load_config(path, env={})
+    assert [m.name for m in cfg.power.options.meters] == ["ppk"]
+    assert cfg.dut("l4r5").meter == "ppk" and cfg.dut("l4r5").port.url == "fake-dut://ic01"
+    for text, message in [
+        (DUT, "names meter 'ppk', which no [[power.meters]] entry defines (defined: none)"),
+        (METER + METER, "power.meters: names must be unique, got ppk, ppk"),
+        ("[power]\nmeters = 3\n", "must be an array of tables"),
+        (METER.replace("ppk2", "nosuch", 1), "power.meters[0]"),
+        (METER + DUT.replace('url = "fake-dut://ic01"\n', ""), "mcu.duts[0]: 'url' is required"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(path, env={})
