@@ -833,15 +833,7 @@ class Store:
 
     def adapt_results(self, *, device: str | None = None, job: str | None = None) -> list[AdaptRow]:
         """Stored adaptation results, oldest received first; job: a job_id or cmd_id."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if device is not None:
-            clauses.append("device = ?")
-            args.append(device)
-        if job is not None:
-            clauses.append("(job_id = ? OR cmd_id = ?)")
-            args += [job, job]
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _result_filters(device, None, job, None, None)
         columns = ", ".join(ADAPT_COLUMNS)
         sql = f"SELECT {columns} FROM adapt_results{where} ORDER BY received_at, rowid"
         with self._lock:

@@ -429,6 +429,14 @@ class BenchStats(Body):
 _RAW_NS_TEXT = f.text(_RAW_NS_MAX_CHARS)
 
 
+def _check_outcome(status: str, reason: Optional[str], name: str, value: Any, path: str) -> None:
+    """A result says why it failed, or carries what it produced (``name``) when it is ok."""
+    if status == "failed":
+        _require(reason is not None, f.sub(path, "reason"), "is required when status is 'failed'")
+    else:
+        _require(value is not None, f.sub(path, name), "is required when status is 'ok'")
+
+
 def _raw_ns(value: Any, path: str) -> str:
     text = _RAW_NS_TEXT(value, path)
     check_packed_ns(text, path)  # validated at the boundary, not first at analysis time
@@ -463,16 +471,7 @@ class BenchResult(Body):
     energy: Optional[Dict[str, Any]] = wire(f.optional(f.json_object), default=None)
 
     def check_rules(self, path: str) -> None:
-        if self.status == "failed":
-            _require(
-                self.reason is not None,
-                f.sub(path, "reason"),
-                "is required when status is 'failed'",
-            )
-        else:
-            _require(
-                self.stats is not None, f.sub(path, "stats"), "is required when status is 'ok'"
-            )
+        _check_outcome(self.status, self.reason, "stats", self.stats, path)
 
     def raw(self) -> Optional[List[int]]:
         """The raw per-run nanoseconds, or None if they were not kept."""
@@ -498,18 +497,7 @@ class AdaptResult(Body):
     finished_at: float = wire(f.float_in(0.0))
 
     def check_rules(self, path: str) -> None:
-        if self.status == "failed":
-            _require(
-                self.reason is not None,
-                f.sub(path, "reason"),
-                "is required when status is 'failed'",
-            )
-        else:
-            _require(
-                self.document is not None,
-                f.sub(path, "document"),
-                "is required when status is 'ok'",
-            )
+        _check_outcome(self.status, self.reason, "document", self.document, path)
 
 
 @dataclass
