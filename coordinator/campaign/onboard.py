@@ -144,8 +144,7 @@ def write_models(folder: Path, device: str, picks: list[dict]) -> Path:
 def run_campaign(store: Store, broker, file: Path, text: str, device: str) -> st.CampaignRecord:
     """Resume the campaign in FILE if an unfinished run has exactly this text, else start it;
     then drive it to the end."""
-    name = text.split('"', 2)[1]
-    open_runs = st.unfinished(store, name)
+    open_runs = st.unfinished(store, file.stem)  # each file is named after its campaign
     if open_runs and file.is_file() and file.read_text() == text:
         record = session.resumable(store, file)
     else:
