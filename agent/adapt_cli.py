@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 import click
 
@@ -246,7 +246,9 @@ def _load_halo(opts: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
     }
 
 
-def _baseline(opts: Dict[str, Any], net: Any, start: Any, task: Any, settings: Any, sparsity):
+def _baseline(
+    opts: Dict[str, Any], net: Any, start: Any, task: Any, settings: Any, sparsity, should_stop
+):
     """(optimizer, description, tuning result or None) for a hand-written optimizer."""
     from halo.errors import HaloError
     from halo.optim import make_baseline
@@ -257,7 +259,16 @@ def _baseline(opts: Dict[str, Any], net: Any, start: Any, task: Any, settings: A
         tuning = None
         lr = opts["lr"]
         if opts["tune_lr"]:
-            tuning = tune_lr(net, start, task.target, name, settings, sparsity, opts["tune_metric"])
+            tuning = tune_lr(
+                net,
+                start,
+                task.target,
+                name,
+                settings,
+                sparsity,
+                opts["tune_metric"],
+                should_stop=should_stop,
+            )
             lr = tuning.lr
         optimizer = make_baseline(name) if lr is None else make_baseline(name, lr=lr)
     except HaloError as exc:
@@ -543,10 +554,17 @@ def _run(opts: Dict[str, Any], power: Any, state_dir: Path) -> None:
         click.echo(_table(out))
 
 
-def adaptation_document(opts: Dict[str, Any], power: Any, state_dir: Path) -> Dict[str, Any]:
+def adaptation_document(
+    opts: Dict[str, Any],
+    power: Any,
+    state_dir: Path,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> Dict[str, Any]:
     """Run one adaptation as ``opts`` say (keys of :data:`DEFAULT_OPTIONS`) and return its JSON
     document; shared by ``halo-agent adapt`` and the daemon's ``adapt`` job. A problem the
-    caller can fix raises ``click.ClickException`` with a one-line message."""
+    caller can fix raises ``click.ClickException`` with a one-line message. ``should_stop``
+    is asked before every optimizer step (pretraining and LR tuning included): a yes raises
+    :class:`halo.errors.Stopped`."""
     from halo.adapt import AdaptSettings, run_adaptation, start_point
     from halo.energy import cumulative_j, model_report, run_work
     from halo.errors import HaloError
@@ -564,7 +582,9 @@ def adaptation_document(opts: Dict[str, Any], power: Any, state_dir: Path) -> Di
     net = _network(task, opts["model"])
     t0 = time.perf_counter()
     try:
-        start = start_point(task, net, seed=opts["seed"], steps=opts["pretrain_steps"])
+        start = start_point(
+            task, net, seed=opts["seed"], steps=opts["pretrain_steps"], should_stop=should_stop
+        )
     except HaloError as exc:
         _fail(str(exc))
     pretrain_s = time.perf_counter() - t0
@@ -572,7 +592,9 @@ def adaptation_document(opts: Dict[str, Any], power: Any, state_dir: Path) -> Di
     if halo is not None:
         (optimizer, optimizer_info), tuning = halo, None
     else:
-        optimizer, optimizer_info, tuning = _baseline(opts, net, start, task, settings, sparsity)
+        optimizer, optimizer_info, tuning = _baseline(
+            opts, net, start, task, settings, sparsity, should_stop
+        )
     tune_s = time.perf_counter() - t0
 
     meter = Meter(opts["power"], power)
@@ -580,7 +602,9 @@ def adaptation_document(opts: Dict[str, Any], power: Any, state_dir: Path) -> Di
     meter.start(idle_s)
     t0 = time.perf_counter()
     try:
-        _, result = run_adaptation(net, start, optimizer, task.target, settings, sparsity)
+        _, result = run_adaptation(
+            net, start, optimizer, task.target, settings, sparsity, should_stop
+        )
     except HaloError as exc:
         meter.stop()
         _fail(str(exc))

@@ -8,9 +8,9 @@ fetched: three CSVs (source rows, target training rows, target test rows) and op
 learned-optimizer checkpoint. Energy constants come from this board's state directory as for
 the CLI (``halo-agent adapt --calibrate`` writes them there).
 
-Cancel: a cancel is honoured between phases (after the fetch, before the run) and after the
-run (the job ends ``cancelled`` and no result is sent); the adaptation loop itself is not
-interrupted (it is seconds to minutes of NumPy work).
+Cancel: the cancel event is looked at before every optimizer step (pretraining and LR tuning
+included), so a cancel or a shutdown stops the job within one step; the worker then closes it
+``cancelled`` (no result is sent) or, after a shutdown, runs it again on restart.
 
 Python 3.8 compatible.
 """
@@ -105,6 +105,8 @@ def run_adapt_job(
     """Never raises for what the command asked: a run that cannot go is a failed result."""
     import click
 
+    from halo.errors import Stopped
+
     from .adapt_cli import adaptation_document
 
     started = time.time()
@@ -114,9 +116,12 @@ def run_adapt_job(
         reason = "cancelled before the adaptation started"
     else:
         try:
+            should_stop = None if cancel is None else cancel.is_set
             document = _provenance(
-                adaptation_document(options(spec, blobs), power, state_dir), spec
+                adaptation_document(options(spec, blobs), power, state_dir, should_stop), spec
             )
+        except Stopped as exc:
+            reason = f"cancelled: {exc}"
         except click.ClickException as exc:
             reason = exc.format_message()
         except Exception as exc:  # e.g. numpy on hostile CSV contents: a verdict on the input

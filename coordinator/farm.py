@@ -120,13 +120,29 @@ def job_states(store: Store, cmd_ids: list[str]) -> dict[str, JobRecord]:
     return {j.cmd_id: j for j in store.jobs(cmd_ids=cmd_ids)}
 
 
-def settled(store: Store, job: JobRecord, until: tuple[str, ...]) -> bool:
-    """Whether the job reached one of `until`; a done/failed job counts only once its result
-    is stored too (the result and the final ack travel separately)."""
+# A failed job may or may not have a result (a run that failed has one; a model that could not
+# be fetched has none), and its result and final ack travel separately: how long after the
+# failed ack a missing result stops being waited for.
+FAILED_RESULT_GRACE_S = 5.0
+
+
+def has_result(store: Store, job: JobRecord) -> bool:
+    """Whether the job's result is stored (adaptations have their own table)."""
+    if job.kind == "adapt":
+        return bool(store.adapt_results(job=job.cmd_id))
+    return store.count_results(job=job.cmd_id) > 0
+
+
+def settled(store: Store, job: JobRecord, until: tuple[str, ...], now: float | None = None) -> bool:
+    """Whether the job reached one of `until`; a done job counts only once its result is
+    stored too, a failed one once its result is stored or FAILED_RESULT_GRACE_S passed."""
     if job.state not in until:
         return False
-    if job.state in ("done", "failed"):
-        return store.count_results(job=job.cmd_id) > 0
+    if job.state == "done":
+        return has_result(store, job)
+    if job.state == "failed":
+        now = time.time() if now is None else now
+        return now - job.updated_at > FAILED_RESULT_GRACE_S or has_result(store, job)
     return True
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -23,11 +24,11 @@ from typing import Any
 import click
 
 from coordinator import farm
-from coordinator.connect import BrokerTarget, resolve_broker
+from coordinator.connect import resolve_broker
 from coordinator.dispatch import DEFAULT_COMMAND_TTL_S, Controller, new_cmd_id
 from coordinator.errors import UserError
 from coordinator.farm_cli import broker_option, json_option, store_option
-from coordinator.store import AdaptRow, JobRecord, Store
+from coordinator.store import AdaptRow, Store
 from protocol import AdaptSpec, Command, ProtocolError
 from protocol.bodies import ADAPT_OPTIMIZERS, ADAPT_TASKS
 
@@ -59,27 +60,6 @@ def _spec_or_fail(**fields: Any) -> AdaptSpec:
                   "target_test_sha256": "target-test", "optimizer_sha256": "optimizer-file",
                   }.get(name, name).replace("_", "-")  # fmt: skip
         raise UserError(f"--{option}: {exc.reason}") from None
-
-
-def _wait(
-    store: Store, broker: BrokerTarget, cmd_ids: list[str], timeout_s: float
-) -> dict[str, JobRecord]:
-    """Ingest until every job is final (a done job once its adapt result is stored too)."""
-    ing = farm.ingestor(store, broker)
-    ing.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            jobs = farm.job_states(store, cmd_ids)
-            settled = sum(
-                j.state in farm.FINAL and (j.state != "done" or bool(store.adapt_results(job=c)))
-                for c, j in jobs.items()
-            )
-            if settled == len(cmd_ids) or time.monotonic() > deadline:
-                return jobs
-            time.sleep(0.2)
-    finally:
-        ing.stop()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -230,11 +210,13 @@ def run(
                                       expires_at=time.time() + DEFAULT_COMMAND_TTL_S)  # fmt: skip
                     controller.send(dev, command)
                     cmd_ids.append(command.cmd_id)
-            jobs = _wait(store, broker, cmd_ids, wait_timeout)
+            jobs = farm.wait_for(store, broker, cmd_ids, farm.FINAL, wait_timeout)
         for j in jobs.values():
             if j.state in ("rejected", "cancelled") or (j.state == "failed"):
                 click.echo(f"{j.device}: {j.state}: {j.reason or '-'}", err=True)
-        missing = [c for c in cmd_ids if c not in jobs or jobs[c].state not in farm.FINAL]
+        missing = [
+            c for c in cmd_ids if c not in jobs or not farm.settled(store, jobs[c], farm.FINAL)
+        ]
         if missing:
             click.echo(f"{len(missing)} job(s) not finished after {wait_timeout:g} s", err=True)
         rows = [r for c in cmd_ids for r in store.adapt_results(job=c)]
@@ -277,6 +259,7 @@ def train(out: Path, log: Path | None, as_json: bool, **knobs: Any) -> None:
       halo-coord halo train --out my_halo.npz --seed 0 --time-budget 1800
       halo-coord halo run --device pi4-01 --task thyroid --optimizer-file my_halo.npz
     """
+    from halo.errors import ConfigError
     from halo.meta import train as meta
     from halo.optim.checkpoint import read_metadata
 
@@ -286,17 +269,36 @@ def train(out: Path, log: Path | None, as_json: bool, **knobs: Any) -> None:
             argv += ["--" + name.replace("_", "-"), str(value)]
     if log is not None:
         argv += ["--log", str(log)]
-    code = meta.main(argv)  # progress and its own errors go to stderr
-    if code != 0:
-        raise UserError(f"meta-training stopped (exit {code}); see the message above")
+    try:
+        settings, out, log = meta.parse_args(argv)
+        settings.schedule()
+    except ConfigError as exc:
+        raise UserError(f"halo train: {exc}") from None
+    # Refused now, not after half an hour of meta-training.
+    for path, option in ((out, "--out"), (log, "--log")):
+        if path is not None:
+            _check_writable(path, option)
+    result = meta.meta_train(settings, progress=lambda line: click.echo(line, err=True))
+    meta.write_checkpoint(out, settings, result, "halo-coord halo train " + " ".join(argv))
+    if log is not None:
+        meta.write_log(log, result)
     metadata = read_metadata(out)
-    sidecar = out.with_suffix(".json")
-    sidecar.write_text(json.dumps(metadata, indent=1, default=str))
+    sidecar = out.with_suffix(".json")  # written by write_checkpoint
     if as_json:
         click.echo(json.dumps({"checkpoint": str(out), "metadata_file": str(sidecar),
                                "metadata": metadata}, indent=1, default=str))  # fmt: skip
     else:
         click.echo(f"wrote {out} and {sidecar}")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    if path.exists() and path.is_dir():
+        raise UserError(f"{option}: {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UserError(f"{option}: directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{option}: cannot write in {parent}; choose another place")
 
 
 # --- compare: optimizers side by side, here -------------------------------------------------------

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from halo.errors import ConfigError
+from halo.errors import ConfigError, Stopped
 from halo.optim.base import OpCount, Optimizer
 from halo.optim.baselines import Adam
 from halo.optimizees.network import BackwardCost, Network
@@ -86,9 +86,11 @@ def run_adaptation(
     data: DomainData,
     settings: AdaptSettings = AdaptSettings(),
     sparsity: Optional[SparsitySchedule] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> Tuple[List[np.ndarray], AdaptResult]:
     """Train ``params`` on ``data.x_train`` for ``settings.steps`` steps; seeded throughout
-    (minibatches, sparsity masks and the optimizer's initial state have separate streams)."""
+    (minibatches, sparsity masks and the optimizer's initial state have separate streams).
+    ``should_stop`` is asked before every step; when it says yes, :class:`Stopped` is raised."""
     batch_seq, mask_seq, opt_seq = np.random.SeedSequence(settings.seed).spawn(3)
     batch_rng = np.random.default_rng(batch_seq)
     mask_rng = np.random.default_rng(mask_seq)
@@ -112,6 +114,8 @@ def run_adaptation(
     start_ns = time.monotonic_ns()
     evaluate(0)
     for t in range(settings.steps):
+        if should_stop is not None and should_stop():
+            raise Stopped(f"stopped at step {t} of {settings.steps}")
         t0 = time.perf_counter_ns()
         idx = next(batches)
         if sparsity is None:
@@ -149,12 +153,12 @@ def pretrain(
     batch_size: int = 64,
     seed: int = 0,
     dtype=np.float32,
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> List[np.ndarray]:
     """A source-domain model trained with Adam from a seeded initialisation (HALO step 1)."""
     params = net.init(seed, dtype=dtype)
-    params, _ = run_adaptation(
-        net, params, Adam(lr=lr), data, AdaptSettings(steps, batch_size, seed + 1)
-    )
+    settings = AdaptSettings(steps, batch_size, seed + 1)
+    params, _ = run_adaptation(net, params, Adam(lr=lr), data, settings, should_stop=should_stop)
     return params
 
 
@@ -166,10 +170,11 @@ def start_point(
     lr: float = 1e-3,
     batch_size: int = 64,
     dtype=np.float32,
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> List[np.ndarray]:
     """Where on-device adaptation starts: ``net`` pretrained on the source domain with Adam,
     its classifier head re-drawn when the target's classes are different ones (digits)."""
-    params = pretrain(net, task.source, steps, lr, batch_size, seed, dtype)
+    params = pretrain(net, task.source, steps, lr, batch_size, seed, dtype, should_stop)
     if task.reinit_head:
         # A seed stream apart from pretraining's, so the head does not repeat its init draw.
         params = net.reinit_layer(params, len(net.layers) - 1, seed=seed + 7919)

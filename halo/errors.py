@@ -7,6 +7,11 @@ class HaloError(Exception):
     """Base class for halo errors."""
 
 
+class Stopped(Exception):
+    """The caller asked a running adaptation to stop (a cancelled job, a shutdown); not an
+    error of the input, so deliberately not a :class:`HaloError`."""
+
+
 class ConfigError(HaloError, ValueError):
     """A setting (schedule string, option name, size) is not valid."""
 

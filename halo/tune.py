@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -77,6 +77,7 @@ def tune_lr(
     sparsity: Optional[SparsitySchedule] = None,
     metric: str = "loss",
     grid: Optional[Sequence[float]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
 ) -> TuneResult:
     if metric not in METRICS:
         raise ConfigError(f"tuning metric must be one of {METRICS}, got {metric!r}")
@@ -92,7 +93,8 @@ def tune_lr(
     result = TuneResult(name, grid[0], metric, grid)
     best_key = None
     for lr in grid:
-        _, run = run_adaptation(net, start, make_baseline(name, lr=lr), split, only_end, sparsity)
+        baseline = make_baseline(name, lr=lr)
+        _, run = run_adaptation(net, start, baseline, split, only_end, sparsity, should_stop)
         loss = run.test_loss[-1]
         loss = loss if math.isfinite(loss) else math.inf
         score = {

@@ -80,6 +80,10 @@ class MetaTrainSettings:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown or not self.kinds:
             raise ConfigError(f"unknown problem kinds {unknown}; choose from {KINDS}")
+        if not self.horizons or min(self.horizons) < 1 or self.valid_horizon < 1:
+            raise ConfigError("episode horizons must be whole numbers >= 1, like 200,400")
+        if not self.train_seeds or not self.valid_seeds:
+            raise ConfigError("give at least one training and one validation seed")
         if set(self.train_seeds) & set(self.valid_seeds):
             raise ConfigError("validation seeds must not be training seeds")
         if not (0.0 <= self.sparse_fraction <= 1.0):
@@ -360,14 +364,25 @@ def write_checkpoint(
     return path
 
 
+def write_log(path: Path, result: MetaTrainResult) -> None:
+    """The full training record (every iteration, validation and episode) as JSON."""
+    record = {"curve": result.curve, "validation": result.validation, "episodes": result.episodes}
+    Path(path).write_text(json.dumps(record))
+
+
 def _pair(text: str) -> Tuple[float, float]:
-    parts = [float(v) for v in text.split(",") if v.strip()]
+    try:
+        parts = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        parts = []
     if len(parts) != 2:
         raise ConfigError(f"expected two numbers min,max, got {text!r}")
     return parts[0], parts[1]
 
 
-def _parse_args(argv: Optional[List[str]]) -> Tuple[MetaTrainSettings, Path, Optional[Path]]:
+def parse_args(argv: Optional[List[str]]) -> Tuple[MetaTrainSettings, Path, Optional[Path]]:
+    """(settings, checkpoint path, log path) from command-line words; a bad value raises
+    :class:`ConfigError` (argparse itself still exits 2 on unknown options)."""
     d = MetaTrainSettings()
     p = argparse.ArgumentParser(
         prog="python -m halo.meta.train",
@@ -405,7 +420,10 @@ def _parse_args(argv: Optional[List[str]]) -> Tuple[MetaTrainSettings, Path, Opt
     a = p.parse_args(argv)
 
     def ints(text: str) -> Tuple[int, ...]:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        try:
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(f"expected whole numbers like 200,400, got {text!r}") from None
 
     settings = MetaTrainSettings(
         seed=a.seed,
@@ -437,7 +455,7 @@ def _parse_args(argv: Optional[List[str]]) -> Tuple[MetaTrainSettings, Path, Opt
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        settings, out, log = _parse_args(argv)
+        settings, out, log = parse_args(argv)
     except ConfigError as exc:
         print(f"halo.meta.train: error: {exc}", file=sys.stderr)
         return 2
@@ -445,16 +463,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = meta_train(settings, progress=lambda line: print(line, file=sys.stderr, flush=True))
     path = write_checkpoint(out, settings, result, command)
     if log is not None:
-        log.write_text(
-            json.dumps(
-                {
-                    "curve": result.curve,
-                    "validation": result.validation,
-                    "episodes": result.episodes,
-                },
-                indent=None,
-            )
-        )
+        write_log(log, result)
     print(
         f"wrote {path} (iteration {result.best_iteration} of {result.iterations_done}, "
         f"{result.wall_s:.0f} s)",

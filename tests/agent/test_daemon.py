@@ -566,6 +566,25 @@ def test_mcu_job_end_to_end_with_a_meter(peer, agent, mosquitto):
     assert [w["status"] for w in result.env_pre["mcu"]["windows"]] == ["ok", "ok"]
 
 
+def test_cancel_stops_a_running_adaptation_within_a_step(peer, agent):
+    """A million-step adaptation (minutes of work) cancelled while it runs: the job ends
+    cancelled at once, no result is sent, and the agent takes the next command."""
+    agent.start(peer)
+    spec = AdaptSpec(task="drift", optimizer="adam", steps=1000000, eval_every=0,
+                     pretrain_steps=20, batch=16)  # fmt: skip
+    cmd_id = peer.command("adapt", adapt=spec)
+    peer.wait_ack(cmd_id, "running")
+    time.sleep(1.0)  # into the adaptation loop (pretraining 20 steps takes milliseconds)
+    asked = time.monotonic()
+    cancel = peer.command("cancel", target_cmd_id=cmd_id)
+    peer.wait_ack(cancel, "accepted")
+    peer.wait_ack(cmd_id, "cancelled")
+    assert time.monotonic() - asked < 10.0
+    peer.wait_ack(peer.command("ping"), "pong")
+    assert peer.adapt_results == {}
+    assert agent.query("SELECT state FROM jobs") == [("cancelled",)]
+
+
 def _csv(rows: int, shift: float, seed: int) -> bytes:
     """A two-class table: class 1 sits 2 units off class 0 on every feature, plus ``shift``."""
     import random

@@ -158,3 +158,35 @@ def test_bench_errors_are_one_line(farm, nb201_model):
     assert out.returncode == 2 and "cannot reach the broker" in out.stderr
     out = coord("bench", "--device", "x", "--power", "bad name!", str(nb201_model), env=env)
     assert out.returncode == 2 and "--power: must be 'none', 'auto' or a power source" in out.stderr
+
+
+def test_settled_waits_for_results_but_not_for_ones_that_never_come(tmp_path: Path) -> None:
+    """A done job settles once its result is stored; a failed one once its result is stored
+    or, when it has none (a model that could not be fetched), after the grace period."""
+    from coordinator import farm
+    from coordinator.dispatch import new_cmd_id
+    from coordinator.store import Store, result_row
+    from protocol import Ack, BenchSpec, Command, make
+    from tests.coordinator.test_ingest_support import bench_result
+
+    with Store(tmp_path / "store.sqlite") as store:
+        ids = {}
+        for name in ("done", "failed-with-result", "failed-no-result"):
+            spec = BenchSpec(model_sha256="ab" * 32, model_name="m")
+            cmd = Command(cmd_id=new_cmd_id(), kind="bench", bench=spec)
+            store.record_dispatch("rpi4-01", cmd, at=10.0)
+            state = "done" if name == "done" else "failed"
+            store.record_ack("rpi4-01", Ack(cmd.cmd_id, state, job_id="j-" + name), at=20.0)
+            ids[name] = cmd.cmd_id
+        jobs = farm.job_states(store, list(ids.values()))
+
+        def settled(name: str, now: float) -> bool:
+            return farm.settled(store, jobs[ids[name]], farm.FINAL, now=now)
+
+        assert not any(settled(n, now=21.0) for n in ids)
+        assert settled("failed-no-result", now=20.0 + farm.FAILED_RESULT_GRACE_S + 0.1)
+        for name, status in (("done", "ok"), ("failed-with-result", "failed")):
+            env = make(bench_result(cmd_id=ids[name], status=status), "rpi4-01")
+            store.add_result_rows([result_row(env, 21.0)])
+            assert settled(name, now=21.0)
+        assert not farm.settled(store, jobs[ids["done"]], ("failed",), now=21.0)
