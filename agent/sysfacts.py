@@ -17,6 +17,7 @@ gives the fields of the ``caps`` message.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import platform
 import re
@@ -40,6 +41,7 @@ THROTTLE_BITS = {
     3: "soft_temp_limit",
 }
 OCCURRED_SHIFT = 16
+MAX_CPU_ID = 8191  # the kernel's largest NR_CPUS
 VCGENCMD_DIRS = ("usr/bin", "opt/vc/bin")  # Pi OS bookworm, older firmware packages
 VCGENCMD_TIMEOUT_S = 2.0
 # External TFLite delegates that load_delegate() can open, by library name pattern.
@@ -98,7 +100,11 @@ def parse_cpu_list(text: str) -> List[int]:
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
+        first, last = int(lo), int(hi or lo)
+        # A garbled file must not make us build a list of billions of CPUs.
+        if not 0 <= first <= MAX_CPU_ID or not 0 <= last <= MAX_CPU_ID:
+            raise ValueError(f"CPU number out of range 0..{MAX_CPU_ID} in {part!r}")
+        cpus.extend(range(first, last + 1))
     return cpus
 
 
@@ -116,7 +122,8 @@ def meminfo(root: str = "/") -> Dict[str, int]:
     for line in (read_text(root, "/proc/meminfo") or "").splitlines():
         name, _, rest = line.partition(":")
         fields = rest.split()
-        if fields and fields[0].isdigit():
+        # isdigit() alone would let "²" through to int().
+        if fields and fields[0].isascii() and fields[0].isdigit():
             out[name.strip()] = int(fields[0]) * (1024 if fields[1:] == ["kB"] else 1)
     return out
 
@@ -136,17 +143,20 @@ def kernel_release(root: str = "/") -> Optional[str]:
 def load_average(root: str = "/") -> Optional[List[float]]:
     fields = (read_text(root, "/proc/loadavg") or "").split()
     try:
-        return [float(v) for v in fields[:3]] if len(fields) >= 3 else None
+        load = [float(v) for v in fields[:3]] if len(fields) >= 3 else None
     except ValueError:
         return None
+    # "nan" parses as a float, but no protocol message could carry it.
+    return load if load is not None and all(math.isfinite(v) for v in load) else None
 
 
 def uptime_s(root: str = "/") -> Optional[float]:
     fields = (read_text(root, "/proc/uptime") or "").split()
     try:
-        return float(fields[0]) if fields else None
+        up = float(fields[0]) if fields else None
     except ValueError:
         return None
+    return up if up is not None and math.isfinite(up) else None
 
 
 def _numbered(paths: Sequence[str]) -> List[str]:
@@ -191,7 +201,8 @@ def thermal_c(root: str = "/") -> Dict[str, float]:
     for path in _numbered(glob.glob(os.path.join(base, "thermal_zone[0-9]*"))):
         rel = os.path.relpath(path, root)
         milli = read_int(root, rel + "/temp")  # unreadable while a sensor is off: skipped
-        if milli is None:
+        # Beyond -273.15..1000 °C it is garbage (and past ~1e308 not even a float).
+        if milli is None or not -273150 <= milli <= 1000000:
             continue
         zone = os.path.basename(path)
         name = read_text(root, rel + "/type") or zone

@@ -24,14 +24,16 @@ LAP_WRAP = 1 << 32  # m-lap-us is an unsigned long of microseconds on 32-bit MCU
 READY = "m-ready"
 IFACE_PREFIX = "[dut]: "
 
+# Numbers are bounded (m-lap-us is a 32-bit counter): a runaway digit string does not match,
+# rather than reaching int(), which refuses more than 4300 digits.
 NAME_RE = re.compile(r"^m-name-dut-\[([^\]]+)\]$")
 PROFILE_RE = re.compile(r"^m-profile-\[([^\]]+)\]$")
 MODEL_RE = re.compile(r"^m-model-\[([^\]]+)\]$")
-LAP_RE = re.compile(r"^m-lap-us-(\d+)$")
+LAP_RE = re.compile(r"^m-lap-us-(\d{1,10})$")
 RESULTS_RE = re.compile(r"^m-results-\[(.*)\]$")
-EXPECTING_RE = re.compile(r"^m-\[Expecting (\d+) bytes\]$")
-WARMUP_RE = re.compile(r"^m-warmup-start-(\d+)$")
-INFER_START_RE = re.compile(r"^m-infer-start-(\d+)$")
+EXPECTING_RE = re.compile(r"^m-\[Expecting (\d{1,10}) bytes\]$")
+WARMUP_RE = re.compile(r"^m-warmup-start-(\d{1,10})$")
+INFER_START_RE = re.compile(r"^m-infer-start-(\d{1,10})$")
 MODE_RE = re.compile(r"^m-timestamp-mode-(\w+)$")
 BUFFER_RE = re.compile(r"^m-buffer-((?:[0-9a-fA-F]{2}-?)+)$")
 

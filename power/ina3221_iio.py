@@ -142,6 +142,15 @@ def _maybe(attr: Attr) -> Optional[float]:
         return None
 
 
+def _mode(text: Optional[str]) -> Optional[int]:
+    """``running_mode``'s value; None when unreadable or not a number (``"--1"``, and ``"²"``,
+    which str.isdigit() accepts and int() refuses)."""
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
 def _write_mode(path: str, mode: int) -> bool:
     try:
         with open(os.path.join(path, "running_mode"), "w") as f:
@@ -158,8 +167,7 @@ def _open_chip(
     fix_running_mode: bool,
 ) -> _Chip:
     chip_id = os.path.basename(os.path.dirname(path))
-    mode_text = read_text(os.path.join(path, "running_mode"))
-    mode = int(mode_text) if mode_text and mode_text.lstrip("-").isdigit() else None
+    mode = _mode(read_text(os.path.join(path, "running_mode")))
     chip = _Chip(chip_id, path, mode)
     if fix_running_mode and mode == 0 and _write_mode(path, 1):
         chip.restore_mode = 0

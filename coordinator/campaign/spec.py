@@ -51,6 +51,7 @@ Problems name the file, the line and the key: ``c.toml:7: bench.threads: must be
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -204,7 +205,8 @@ class _Reader:
         self.problems: list[Problem] = []
 
     def problem(self, path: tuple[str, ...], message: str) -> None:
-        self.problems.append(Problem(line_of(self.lines, path), ".".join(path), message))
+        key = ".".join(_toml_key(part) for part in path)
+        self.problems.append(Problem(line_of(self.lines, path), key, message))
 
     def table(self, path: tuple[str, ...]) -> dict[str, Any]:
         value: Any = self.data
@@ -233,7 +235,8 @@ class _Reader:
         if not ok:
             self.problem(path, f"must be {_kind_name(kind)}, got {value!r}")
             return default
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        # nan compares false with every bound: without the first test it would pass them all.
+        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
             self.problem(path, f"must be in {lo}..{hi}, got {value!r}")
             return default
         return value
@@ -255,6 +258,12 @@ class _Reader:
             if item not in out:
                 out.append(item)
         return tuple(out)
+
+
+def _toml_key(part: str) -> str:
+    """A key as TOML spells it: bare, or quoted with escapes (a newline in a quoted key must
+    not split the one-line error)."""
+    return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part)
 
 
 def _kind_name(kind: type) -> str:
@@ -290,7 +299,7 @@ def _models(r: _Reader, base: Path) -> Models:
         text = r.get(("models", "dir"), str, "")
         path = (base / text).resolve() if text else None
         if path is not None and not (path / "manifest.jsonl").is_file():
-            r.problem(("models", "dir"), f"{path} has no manifest.jsonl (write it with "
+            r.problem(("models", "dir"), f"{str(path)!r} has no manifest.jsonl (write it with "
                       "`halo-coord zoo generate --out DIR`)")  # fmt: skip
         return Models("dir", dir=path)
     if given == ["reference"]:
@@ -304,7 +313,8 @@ def _models(r: _Reader, base: Path) -> Models:
                   f"{', '.join(SPACES)}")  # fmt: skip
         space = "nb201"
     sample = r.get(("models", "zoo", "sample"), int, 0, 1, 1_000_000)
-    if "sample" not in table.get("zoo", {}):
+    zoo = table["zoo"]  # not a table: r.table() said so
+    if isinstance(zoo, dict) and "sample" not in zoo:
         r.problem(("models", "zoo", "sample"), "missing: how many architectures to draw")
     size = SPACES[space].SIZE
     if size is not None and sample > size:

@@ -55,6 +55,7 @@ DEFAULT_THREADS = 0
 DEFAULT_DTYPE = "unknown"
 DEFAULT_DELEGATE = "unknown"
 BAD_DEVICE = "?"  # where a row whose device id is invalid is counted as skipped
+INT64_MAX = 2**63 - 1  # the largest INTEGER the store holds
 _KEY_COLUMNS = (
     "device", "space", "arch", "dataset", "runtime", "runtime_version", "threads", "dtype",
     "delegate",
@@ -72,7 +73,9 @@ class Problem:
     message: str
 
     def render(self, source: str | Path) -> str:
-        return f"{source}:{self.line}: {self.column}: {self.message}"
+        # A column is named by the file: quoted if it holds a line break or other control.
+        column = self.column if self.column.isprintable() else repr(self.column)
+        return f"{source}:{self.line}: {column}: {self.message}"
 
 
 @dataclass
@@ -138,14 +141,14 @@ def non_negative(text: str) -> float:
     return value
 
 
-def integer(lo: int, hi: int | None = None) -> Callable[[str], int]:
+def integer(lo: int, hi: int = INT64_MAX) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise _Bad(f"{text!r} is not an integer") from None
-        if value < lo or (hi is not None and value > hi):
-            raise _Bad(f"{value} out of range {lo}..{'' if hi is None else hi}")
+        if value < lo or value > hi:
+            raise _Bad(f"{value} out of range {lo}..{hi}")
         return value
 
     return parse

@@ -117,7 +117,11 @@ def read_manifest(out_dir: Path) -> dict[str, dict]:
     path = Path(out_dir) / MANIFEST
     rows: dict[str, dict] = {}
     if path.exists():
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ArchError(f"{path}: not UTF-8 text (byte {exc.start}); regenerate it") from None
+        for n, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
                     row = json.loads(line)

@@ -117,12 +117,39 @@ def _read(buf: bytearray) -> ModelInfo:
             op_version,
         )
         graph.ops.append(op)
+    _check_graph(graph)
     signatures = [
         s.string(S.SIGNATURE_DEF["signature_key"]) for s in model.tables(S.MODEL["signature_defs"])
     ]
     return ModelInfo(
         graph, model.string(S.MODEL["description"]), version, len(subgraphs), signatures, opcodes
     )
+
+
+# Weighted operators and the rank of their weights (input 1), as every runtime requires.
+_WEIGHT_RANKS = {"CONV_2D": 4, "DEPTHWISE_CONV_2D": 4, "FULLY_CONNECTED": 2}
+
+
+def _check_graph(graph: Graph) -> None:
+    """What the statistics rely on and any runtime requires: subgraph inputs and outputs and
+    every operator's outputs are tensors (-1, an omitted optional tensor, is only valid as an
+    operator input), and weighted operators have weights of the right rank."""
+    for what, ids in (("subgraph input", graph.inputs), ("subgraph output", graph.outputs)):
+        if any(i < 0 for i in ids):
+            raise TFLiteFormatError(f"{what} refers to tensor -1 (none)")
+    for n, op in enumerate(graph.ops):
+        if not op.outputs or min(op.outputs) < 0:
+            raise TFLiteFormatError(f"operator {n} ({op.kind}) has no output tensor")
+        rank = _WEIGHT_RANKS.get(op.kind)
+        if rank is None:
+            continue
+        if len(op.inputs) < 2 or op.inputs[1] < 0:
+            raise TFLiteFormatError(f"operator {n} ({op.kind}) has no weights tensor")
+        shape = graph.tensors[op.inputs[1]].shape
+        if len(shape) != rank:
+            raise TFLiteFormatError(
+                f"operator {n} ({op.kind}): weights of shape {shape}, expected rank {rank}"
+            )
 
 
 def _checked(ids: np.ndarray, n: int, what: str) -> list[int]:

@@ -10,6 +10,7 @@ meter's own microsecond clock (unwrapped at 2^32), so a lost sample is bridged l
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Dict, List, Optional
 
@@ -18,9 +19,12 @@ from firmware_bridge.meters.base import LineSplitter, Meter
 from firmware_bridge.transcript import Transcript
 
 INFO_RE = re.compile(r"^m-info-\[(.*)\]$")
-CHAN_RE = re.compile(r"^m-chan-\[(\d+),([^,\]]*),(\d+)\]$")
+# Bounded numbers: a runaway digit string is not a channel (int() refuses > 4300 digits).
+CHAN_RE = re.compile(r"^m-chan-\[(\d{1,3}),([^,\]]*),(\d{1,10})\]$")
 NAME_RE = re.compile(r"^m-name-inameter-\[(.*)\]$")
 WRAP = 1 << 32
+# Far above any board a DIY meter powers: a record claiming more is garbled.
+MAX_PLAUSIBLE_W = 1e4
 
 
 def checksum_ok(line: str) -> Optional[str]:
@@ -113,7 +117,10 @@ class InaMeter(Meter):
                 "flash firmware_bridge/firmware/halofarm_inameter or pick the right port"
             )
         lines = self.command("info")
-        info = parse_info(next(s for s in lines if s.startswith("m-info-")))
+        info_line = next((s for s in lines if s.startswith("m-info-")), None)
+        if info_line is None:
+            raise MeterError(f"meter at {self.url} answered info% without m-info-[...]: {lines}")
+        info = parse_info(info_line)
         self.device_channels = []
         for s in lines:
             m = CHAN_RE.match(s)
@@ -184,6 +191,9 @@ class InaMeter(Meter):
             except (IndexError, ValueError):
                 bad += 1
                 continue
+            if not (0 <= seq < 65536 and 0 <= t_raw < WRAP):  # a 16-bit seq, a 32-bit clock
+                bad += 1
+                continue
             if self._seq is not None:
                 dropped += (seq - self._seq - 1) % 65536
             self._seq = seq
@@ -191,11 +201,18 @@ class InaMeter(Meter):
             if self._t_first is None:
                 self._t_first = t_us
             if fields[0] == "P" and len(fields) == 6:
-                ch = int(fields[3]) - 1
+                try:
+                    ch = int(fields[3]) - 1
+                    mv, ua = float(fields[4]), float(fields[5])
+                except ValueError:
+                    bad += 1
+                    continue
+                p = mv * ua * 1e-9  # W
+                if not (math.isfinite(p) and abs(p) <= MAX_PLAUSIBLE_W):  # nan, inf, garbled
+                    bad += 1
+                    continue
                 if not 0 <= ch < n:
                     continue  # a channel nobody configured
-                mv, ua = float(fields[4]), float(fields[5])
-                p = mv * ua * 1e-9  # W
                 pt, pp = self._prev_t[ch], self._prev_p[ch]
                 if pt is not None and pp is not None and t_us > pt:
                     self._integrated[ch] += 0.5 * (p + pp) * (t_us - pt) / 1e6

@@ -26,7 +26,8 @@ from firmware_bridge.transcript import Transcript
 
 PROMPT = "PowerShield > "
 VALUE_RE = re.compile(r"(\d{4})([+-])(\d{2})")
-TIMESTAMP_RE = re.compile(r"TimeStamp:[ ><]?(\d+)s (\d+)ms, buff (\d+)%")
+# Seconds bounded: a runaway digit string is not a timestamp (and int() refuses > 4300 digits).
+TIMESTAMP_RE = re.compile(r"TimeStamp:[ ><]?(\d{1,9})s (\d+)ms, buff (\d+)%")
 EVENT_RE = re.compile(r"event (\d+) (ris|fal)")
 FREQS = {
     "100k": 100000, "50k": 50000, "20k": 20000, "10k": 10000, "5k": 5000, "2k": 2000,
@@ -99,7 +100,7 @@ class Lpm01a(Meter):
         if line.startswith("error"):
             try:
                 detail, _ = self.wait_reply(lambda s: s.startswith("Error detail"), 1.0, "detail")
-                detail = detail.split(":", 1)[1].strip()
+                detail = detail.partition(":")[2].strip() or "no detail given"
             except MeterError:
                 detail = "no detail given"
             raise MeterError(f"LPM01A at {self.url} refused '{cmd}': {detail}")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from halo.errors import CheckpointArchitectureError, CheckpointError, ConfigError
+from halo.errors import CheckpointArchitectureError, CheckpointError
 from halo.optim.hrnn import HierarchicalRNN
 from halo.optim.hrnn_config import HRNNConfig, MetaLayout
 
@@ -62,16 +61,38 @@ def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
         return _metadata(path, data)
 
 
+# Reading a damaged archive or .npy member lets a zoo of exception types out of zipfile and
+# numpy: OSError, ValueError, EOFError, BadZipFile, zlib.error (bad CRC, truncated data),
+# NotImplementedError (zip version, compression), RuntimeError (an encrypted member), MemoryError
+# (a header claiming more than memory: numpy allocates first), TokenError and SyntaxError (a
+# header or dtype that is no Python literal). Fuzzing found each; all mean "damaged file", so
+# _open and _member catch Exception.
+
+
 def _open(path: Union[str, Path]):
     try:
-        return np.load(str(path), allow_pickle=False)
+        data = np.load(str(path), allow_pickle=False)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file; check the path") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable .npz checkpoint ({exc}); re-save it with "
-            f"halo.optim.checkpoint.save_checkpoint"
-        ) from None
+    except Exception as exc:  # damaged: see above
+        raise _unreadable(path, exc) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise _unreadable(path, "a single .npy array, not an archive")
+    return data
+
+
+def _unreadable(path: Union[str, Path], why: Any) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a readable .npz checkpoint ({why}); re-save it with "
+        f"halo.optim.checkpoint.save_checkpoint"
+    )
+
+
+def _member(path: Union[str, Path], data: Any, name: str) -> np.ndarray:
+    try:
+        return data[name]
+    except Exception as exc:  # damaged: see above
+        raise CheckpointError(f"{path}: record {name!r} is damaged ({exc}); re-save it") from None
 
 
 def _metadata(path: Union[str, Path], data: Any) -> Dict[str, Any]:
@@ -81,8 +102,8 @@ def _metadata(path: Union[str, Path], data: Any) -> Dict[str, Any]:
             f"re-save it with halo.optim.checkpoint.save_checkpoint"
         )
     try:
-        meta = json.loads(str(data[METADATA_KEY]))
-    except ValueError as exc:
+        meta = json.loads(str(_member(path, data, METADATA_KEY)))
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise CheckpointError(f"{path}: metadata is not valid JSON ({exc}); re-save it") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: metadata format is not {FORMAT!r}; re-save it")
@@ -115,7 +136,9 @@ def load_checkpoint(
                 num_scales=int(arch["num_scales"]),
                 **dict(meta.get("options", {}), **option_overrides),
             )
-        except (KeyError, TypeError, ConfigError) as exc:
+            saved_layout = [[n, list(s)] for n, s in arch.get("layout", [])]
+        # ConfigError (bad sizes or options) is a ValueError.
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
                 f"{path}: architecture/options in the metadata are unusable ({exc}); re-save it"
             ) from None
@@ -127,7 +150,6 @@ def load_checkpoint(
                 f"architecture, or meta-train an optimizer for this one"
             )
         layout = MetaLayout(config)
-        saved_layout = [[n, list(s)] for n, s in arch.get("layout", [])]
         if saved_layout != [[n, list(s)] for n, s in layout.entries]:
             raise CheckpointArchitectureError(
                 f"{path}: its meta-parameter layout differs from this halofarm's for the same "
@@ -138,7 +160,12 @@ def load_checkpoint(
         for name, shape in layout.entries:
             if name not in data.files:
                 raise CheckpointError(f"{path}: meta-parameter {name!r} is missing; re-save it")
-            value = np.asarray(data[name], dtype=np.float64)
+            try:
+                value = np.asarray(_member(path, data, name), dtype=np.float64)
+            except (TypeError, ValueError) as exc:  # not numbers (strings, objects)
+                raise CheckpointError(
+                    f"{path}: meta-parameter {name!r} is not numbers ({exc}); re-save it"
+                ) from None
             if value.shape != tuple(shape) or not np.all(np.isfinite(value)):
                 raise CheckpointError(
                     f"{path}: meta-parameter {name!r} has shape {value.shape} (expected "
