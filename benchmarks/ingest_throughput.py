@@ -96,8 +96,8 @@ def device_env(rng: random.Random) -> dict:
     }
 
 
-def result_payload(i: int, rng: random.Random) -> tuple[str, bytes]:
-    device = f"rpi4-{i % DEVICES:02d}"
+def result_payload(i: int, rng: random.Random, device: str | None = None) -> tuple[str, bytes]:
+    device = device or f"rpi4-{i % DEVICES:02d}"
     runs = rng.randint(50, 100)
     base = rng.uniform(0.5e6, 20e6)
     raw = sorted(int(base * rng.lognormvariate(0, 0.03)) for _ in range(runs))

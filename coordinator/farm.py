@@ -13,6 +13,7 @@ from coordinator.connect import BrokerTarget
 from coordinator.dispatch import Controller, bench_command
 from coordinator.errors import UserError
 from coordinator.ingest import Ingestor, IngestStats
+from coordinator.session_lock import MAIN, ingest_session
 from coordinator.store import JobRecord, Store
 from protocol.bodies import BenchSpec
 
@@ -20,15 +21,15 @@ from protocol.bodies import BenchSpec
 FINAL = ("done", "failed", "rejected", "cancelled")
 # States that mean the device has its model (and no longer needs our blob server).
 FETCHED = ("running", *FINAL)
-INGEST_NAME = "main"
+INGEST_NAME = MAIN
 
 
-def ingestor(store: Store, broker: BrokerTarget, **kwargs) -> Ingestor:
+def ingestor(store: Store, broker: BrokerTarget, name: str = INGEST_NAME, **kwargs) -> Ingestor:
     return Ingestor(
         store,
         broker.host,
         broker.port,
-        name=INGEST_NAME,
+        name=name,
         username=broker.username,
         password=broker.password,
         **kwargs,
@@ -36,27 +37,40 @@ def ingestor(store: Store, broker: BrokerTarget, **kwargs) -> Ingestor:
 
 
 @contextmanager
-def running_ingestor(store: Store, broker: BrokerTarget) -> Iterator[Ingestor]:
-    """The ingest worker, connected and subscribed, stopped (after a final commit) at exit."""
-    ing = ingestor(store, broker)
-    ing.start()
-    try:
-        if not ing.wait_ready(10.0):
-            raise UserError(
-                f"cannot reach the broker at {broker.url}; is it running? "
-                "(`halo-coord broker status`)"
-            )
-        yield ing
-    finally:
-        ing.stop()
+def running_ingestor(
+    store: Store, broker: BrokerTarget, *, follow: bool = False, **kwargs
+) -> Iterator[Ingestor | None]:
+    """The ingest worker, connected and subscribed, stopped (after a final commit) at exit.
+    With ``follow``, None instead when another halo-coord on this host already ingests into
+    the same store (see :mod:`coordinator.session_lock`). ``kwargs`` go to :class:`Ingestor`
+    (e.g. ``on_commit``)."""
+    name = kwargs.pop("name", INGEST_NAME)
+    with ingest_session(broker, name, store.location, follow=follow) as held:
+        if not held:
+            yield None
+            return
+        ing = ingestor(store, broker, name=name, **kwargs)
+        ing.start()
+        try:
+            if not ing.wait_ready(10.0):
+                raise UserError(
+                    f"cannot reach the broker at {broker.url}; is it running? "
+                    "(`halo-coord broker status`)"
+                )
+            yield ing
+        finally:
+            ing.stop()
 
 
 def sync(
     store: Store, broker: BrokerTarget, idle_s: float = 0.5, max_s: float = 15.0
 ) -> IngestStats:
     """Store everything the broker holds for us (queued results and acks, retained status and
-    caps), returning once nothing new has arrived for idle_s."""
-    with running_ingestor(store, broker) as ing:
+    caps), returning once nothing new has arrived for idle_s. Nothing to do (zero counts)
+    while another halo-coord on this host ingests into the same store: it already has."""
+    with running_ingestor(store, broker, follow=True) as ing:
+        if ing is None:
+            return IngestStats()
         deadline = time.monotonic() + max_s
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
@@ -154,18 +168,22 @@ def wait_for(
     timeout_s: float,
     on_progress: Callable[[int, dict[str, JobRecord]], None] | None = None,
 ) -> dict[str, JobRecord]:
-    """Ingest until every job is settled in one of `until` or timeout_s passes."""
-    ing = ingestor(store, broker)
-    ing.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            jobs = job_states(store, cmd_ids)
-            done = sum(settled(store, j, until) for j in jobs.values())
-            if on_progress is not None:
-                on_progress(done, jobs)
-            if done == len(cmd_ids) or time.monotonic() > deadline:
-                return jobs
-            time.sleep(0.2)
-    finally:
-        ing.stop()
+    """Ingest (or let the halo-coord on this host that already does) until every job is
+    settled in one of `until` or timeout_s passes."""
+    with ingest_session(broker, INGEST_NAME, store.location, follow=True) as held:
+        ing = ingestor(store, broker) if held else None
+        if ing is not None:
+            ing.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                jobs = job_states(store, cmd_ids)
+                done = sum(settled(store, j, until) for j in jobs.values())
+                if on_progress is not None:
+                    on_progress(done, jobs)
+                if done == len(cmd_ids) or time.monotonic() > deadline:
+                    return jobs
+                time.sleep(0.2)
+        finally:
+            if ing is not None:
+                ing.stop()

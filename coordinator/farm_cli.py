@@ -17,7 +17,7 @@ from coordinator.dispatch import Controller
 from coordinator.errors import UserError
 from coordinator.registry import device_table
 from coordinator.render import table
-from coordinator.store import RESULT_COLUMNS, ResultRow, Store
+from coordinator.store import RESULT_COLUMNS, ResultRow, Store, is_postgres
 from protocol.bodies import BenchSpec
 from protocol.errors import ProtocolError
 
@@ -27,11 +27,27 @@ broker_option = click.option(
     metavar="URL",
     help="mqtt://HOST:PORT (default: $HALOFARM_BROKER_URL, else the managed broker).",
 )
+
+
+def _store_target(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | Path | None:
+    """A postgresql:// URL as given (a Path would fold its //), else the SQLite file's Path."""
+    if value is None or is_postgres(value):
+        return value
+    path = Path(value)
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a directory; give the store file", ctx, param)
+    return path
+
+
 store_option = click.option(
     "--store",
     "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Store file (default: $HALOFARM_STORE, else the user data directory).",
+    metavar="FILE|URL",
+    callback=_store_target,
+    help="Store: a SQLite file or postgresql://USER@HOST:PORT/DB (default: $HALOFARM_STORE, "
+    "else a file in the user data directory).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 

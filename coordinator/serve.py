@@ -3,30 +3,44 @@
 One process ingests every result, answers model-blob requests, drives the campaigns left
 unfinished in the store, starts scheduled campaigns when their cron fires (UTC; one catch-up
 run after downtime, never one per missed time), and logs device health changes.
+
+``serve --ingest-only --worker NAME`` only ingests: run several side by side (on one host or
+several, on a PostgreSQL store for several hosts) and they split the result stream through the
+shared subscription (docs/scaling.md). Each worker's name is its persistent MQTT session
+(client id ``halo-ingest-NAME``): the broker keeps queueing that worker's share while it is
+down, so a worker must come back under the same name, and two live workers need two names (a
+second one on the same host is refused).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import re
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
+from coordinator import farm
 from coordinator.campaign import schedule, session
 from coordinator.campaign import state as st
 from coordinator.campaign.spec import Campaign, load
-from coordinator.connect import resolve_broker
+from coordinator.connect import BrokerTarget, resolve_broker
 from coordinator.errors import UserError
 from coordinator.farm_cli import broker_option, store_option
+from coordinator.ingest import IngestStats
 from coordinator.registry import health
+from coordinator.session_lock import ingest_session
 from coordinator.store import Store
 
 log = logging.getLogger("halo-coord.serve")
 HEALTH_EVERY_S = 10.0
+_WORKER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def _utc(ts: float) -> str:
@@ -108,6 +122,35 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _stats_line(stats: IngestStats) -> str:
+    return (
+        f"{stats.messages} messages committed: {stats.results_inserted} results stored "
+        f"({stats.results_duplicate} duplicates), {stats.acks} acks, {stats.hb} heartbeats, "
+        f"{stats.rejected} rejected; {stats.queued} waiting; {stats.errors} errors"
+    )
+
+
+def run_ingest_only(store: Store, broker: BrokerTarget, worker: str) -> IngestStats:
+    """Ingest until SIGTERM/SIGINT, then commit and ack what arrived and return the counts."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    ingestor = farm.ingestor(store, broker, name=worker)
+    ingestor.start()
+    try:
+        while not ingestor.wait_ready(HEALTH_EVERY_S) and not done.is_set():
+            log.warning("waiting for the broker at %s (%s)", broker.url,
+                        ingestor.stats().last_error or "no answer yet")  # fmt: skip
+        if ingestor.wait_ready(0):
+            log.info("ingest worker %s subscribed as %s on %s, store %s", worker,
+                     ingestor.client_id, broker.url, store.location)  # fmt: skip
+        while not done.wait(HEALTH_EVERY_S):
+            log.info("%s", _stats_line(ingestor.stats()))
+    finally:
+        ingestor.stop()
+    return ingestor.stats()
+
+
 @click.command()
 @click.option(
     "--campaign",
@@ -116,17 +159,54 @@ def _terminate(signum, frame) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A campaign file with a [schedule] cron (repeatable).",
 )
+@click.option(
+    "--ingest-only",
+    is_flag=True,
+    help="Only ingest, as one of several workers sharing the result stream (needs --worker).",
+)
+@click.option(
+    "--worker",
+    metavar="NAME",
+    help="This ingest worker's name, distinct per worker and kept across restarts.",
+)
 @broker_option
 @store_option
-def serve(files: tuple[Path, ...], broker_url: str | None, store_path: Path | None) -> None:
+def serve(
+    files: tuple[Path, ...],
+    ingest_only: bool,
+    worker: str | None,
+    broker_url: str | None,
+    store_path: Path | str | None,
+) -> None:
     """Run the coordinator as a service: ingest results, serve models, resume unfinished
     campaigns, start scheduled ones when their cron fires (UTC), log device health.
+
+    With --ingest-only it only ingests; run one per --worker name to scale out (several
+    workers share the results through the broker's shared subscription).
 
     \b
     Example:
       halo-coord serve --campaign nb201-weekly.toml --campaign fbnet-nightly.toml
+      halo-coord serve --ingest-only --worker ingest-2 --store postgresql://halo@db/halofarm
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if ingest_only:
+        if files:
+            raise UserError("--ingest-only does not run campaigns; drop --campaign")
+        if worker is None:
+            raise UserError(
+                "--ingest-only needs --worker NAME: its persistent session, one per worker"
+            )
+        if not _WORKER_RE.fullmatch(worker):
+            raise UserError(f"--worker must be 1-64 letters, digits, '_', '.', '-', got {worker!r}")
+        broker = resolve_broker(broker_url)
+        with Store(store_path) as store, ingest_session(broker, worker, store.location):
+            stats = run_ingest_only(store, broker, worker)
+        log.info("stopped: %s", _stats_line(stats))
+        click.echo(json.dumps(stats.to_dict()))
+        return
+    if worker is not None:
+        raise UserError("--worker names an --ingest-only worker; `serve` ingests as 'main'")
     broker = resolve_broker(broker_url)
     campaigns = _campaigns(files)
     signal.signal(signal.SIGTERM, _terminate)
@@ -157,7 +237,7 @@ def serve(files: tuple[Path, ...], broker_url: str | None, store_path: Path | No
                 log.info("campaign %s %s%s", cid, record.state,
                          f" ({record.reason})" if record.reason else "")  # fmt: skip
 
-        log.info("serving on %s, store %s", broker.url, store.path)
+        log.info("serving on %s, store %s", broker.url, store.location)
         try:
             session.drive(store, broker, resumed, on_progress, 10.0, tick=server.tick)
         except KeyboardInterrupt:

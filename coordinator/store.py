@@ -1,4 +1,4 @@
-"""The coordinator's SQLite store: results, devices, dispatched jobs, rejects and model blobs.
+"""The coordinator's store: results, devices, dispatched jobs, rejects and model blobs.
 
 Durability: WAL with ``synchronous=FULL``, so a committed transaction survives a crash or power
 cut; throughput comes from batching many rows into one transaction (see ``transaction()``), not
@@ -11,6 +11,12 @@ n to n + 1, each in its own transaction. A store written by a newer halofarm is 
 
 All ``*_at`` columns are the coordinator's clock (``time.time()`` when the message arrived),
 except ``results.sent_at`` (the device's ``created_at``) and the device's own times in payloads.
+
+The store is a SQLite file, or a PostgreSQL database given as ``postgresql://...`` (the
+``postgres`` extra: psycopg 3) for ingest workers on several hosts. Both have the same tables,
+migrations and idempotent keys; all SQL, here and in the layers that own their tables, is
+written once in SQLite's dialect and translated for PostgreSQL by :class:`_Postgres` (the
+SQLite path runs it untouched).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from coordinator.errors import UserError
 from protocol import Ack, AdaptResult, BenchResult, Caps, Command, Envelope, Heartbeat, Status
 
 STORE_ENV = "HALOFARM_STORE"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 STORE_NAME = "store.sqlite"
 BUSY_TIMEOUT_S = 30.0
 
@@ -394,6 +401,16 @@ def _insert_results_sql(rows: int) -> str:
     )
 
 
+# One row per statement, sent as a batch by psycopg's pipelined executemany: a statement of
+# many rows would be parsed by psycopg on every call (it caches only short queries), at ~5 ms
+# for 256 rows. The payload is the body's text, cut out in Python (Store._add_result_rows_pg).
+_INSERT_RESULT_PG = (
+    "INSERT INTO results ({}) VALUES ({}) ON CONFLICT (result_id) DO NOTHING".format(
+        ", ".join(RESULT_COLUMNS), ", ".join(["%s"] * len(RESULT_COLUMNS))
+    )
+)
+
+
 # The start of a result envelope as encode() writes it: compact, keys in this order, the body
 # last. Only the body's opening brace is matched, not the body itself.
 _ENCODED_RESULT_HEAD = re.compile(
@@ -430,6 +447,17 @@ def default_path() -> Path:
     if explicit:
         return Path(explicit)
     return Path(platformdirs.user_data_dir("halofarm")) / STORE_NAME
+
+
+def is_postgres(target: object) -> bool:
+    """Whether a --store value names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
+def default_target() -> str | Path:
+    """``$HALOFARM_STORE`` as given if it is a postgresql:// URL, else :func:`default_path`."""
+    explicit = os.environ.get(STORE_ENV, "")
+    return explicit if is_postgres(explicit) else default_path()
 
 
 @dataclass
@@ -686,15 +714,201 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+# Advisory lock that serialises the PostgreSQL transactions that read before they write (what
+# BEGIN IMMEDIATE does for every SQLite transaction). Transactions made only of single-statement
+# inserts and upserts, which PostgreSQL makes atomic by itself (a batch of results, heartbeats),
+# run side by side: that is where several ingest workers gain.
+_PG_WRITE_LOCK = 0x68616C6F  # "halo"
+_JSON_EXTRACT = re.compile(r"json_extract\(([\w.]+), '\$\.([\w.]+)'\)")
+_IS_NOT = re.compile(r"\bIS NOT (?!NULL\b|TRUE\b|FALSE\b|DISTINCT\b)")
+_DDL_TYPES = re.compile(r"\b(REAL|INTEGER|BLOB)\b")
+_PG_TYPES = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT", "BLOB": "BYTEA"}
+_CREATE_TABLE = re.compile(r"^(\s*CREATE TABLE \w+ \()")
+# Statements of MIGRATIONS that need more than _pg_ddl, by (version, index). Migration 1's
+# backfill: PostgreSQL wants json's text cast to the columns' types.
+_PG_MIGRATION_SQL = {
+    (1, 6): """UPDATE results SET
+            energy_method = payload::jsonb #>> '{energy,method}',
+            energy_source = payload::jsonb #>> '{energy,source,name}',
+            e_per_inference_mj = (payload::jsonb #>> '{energy,e_per_inference_mj}')::float8,
+            e_dyn_per_inference_mj = (payload::jsonb #>> '{energy,e_dyn_per_inference_mj}')::float8,
+            p_mean_mw = (payload::jsonb #>> '{energy,p_mean_mw}')::float8,
+            p_idle_mw = (payload::jsonb #>> '{energy,idle,p_mean_mw}')::float8
+        WHERE payload::jsonb -> 'energy' IS NOT NULL""",
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _pg_sql(sql: str) -> str:
+    """A statement in the store's SQLite dialect as PostgreSQL takes it from psycopg."""
+    sql = _JSON_EXTRACT.sub(
+        lambda m: "({}::jsonb #>> '{{{}}}')".format(m[1], m[2].replace(".", ",")), sql
+    )
+    sql = _IS_NOT.sub("IS DISTINCT FROM ", sql)
+    out, quoted = [], False
+    for ch in sql:
+        if ch == "'":
+            quoted = not quoted
+        # psycopg reads every % as the start of a placeholder, quoted or not.
+        out.append("%%" if ch == "%" else "%s" if ch == "?" and not quoted else ch)
+    return "".join(out)
+
+
+def _pg_ddl(version: int, index: int, statement: str) -> str:
+    """A migration statement for PostgreSQL: its types, and every table gets the ``rowid``
+    SQLite gives it implicitly (queries order by insertion with it)."""
+    explicit = _PG_MIGRATION_SQL.get((version, index))
+    if explicit is not None:
+        return explicit
+    statement = _DDL_TYPES.sub(lambda m: _PG_TYPES[m[1]], statement)
+    return _CREATE_TABLE.sub(r"\1rowid BIGINT GENERATED ALWAYS AS IDENTITY, ", statement)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+class _Postgres:
+    """A psycopg connection that takes the store's SQLite-dialect SQL, like sqlite3's
+    ``execute``/``executemany``/``in_transaction``. Autocommit; transactions are explicit."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError(
+                "a PostgreSQL store needs psycopg: pip install 'halofarm[postgres]'"
+            ) from None
+        self._psycopg = psycopg
+        self._url = url
+        self._locked = False
+        self._in_tx = False
+        self._conn = self._connect()
+
+    def _connect(self):
+        psycopg = self._psycopg
+
+        # The SQLite schema keeps booleans in INTEGER columns; PostgreSQL will not put a
+        # boolean there, so they travel as 0/1 as sqlite3 sends them.
+        class BoolAsInt(psycopg.adapt.Dumper):
+            oid = psycopg.postgres.types["int2"].oid
+
+            def dump(self, obj: bool) -> bytes:
+                return b"1" if obj else b"0"
+
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot open the store {_redact(self._url)}: {' '.join(str(exc).split())}"
+            ) from None
+
+        # PostgreSQL's text cannot hold NUL, which a device's JSON strings may: the flat
+        # columns get U+FFFD instead (the payload keeps the JSON escape), not a write that
+        # fails and is retried forever. Otherwise as psycopg's own str dumper: text of unknown
+        # type for the server to infer, in the connection's encoding (UTF-8, set below).
+        class TextWithoutNul(psycopg.adapt.Dumper):
+            def dump(self, obj: str) -> bytes:
+                return (obj.replace("\x00", "\ufffd") if "\x00" in obj else obj).encode()
+
+        conn.execute("SET client_encoding TO 'UTF8'")
+        conn.adapters.register_dumper(bool, BoolAsInt)
+        conn.adapters.register_dumper(str, TextWithoutNul)
+        return conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+    def lock(self) -> None:
+        """Take the store's write lock for the rest of this transaction."""
+        if not self._locked:
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_WRITE_LOCK,))
+            self._locked = True
+
+    def execute(self, sql: str, args: Iterable[Any] = ()):
+        if sql == "BEGIN IMMEDIATE":
+            self._reconnect_if_broken()
+            self._locked = False
+            cursor = self._conn.execute("BEGIN")
+            self._in_tx = True
+            return cursor
+        if sql in ("COMMIT", "ROLLBACK"):
+            self._in_tx = False
+            if sql == "ROLLBACK" and self._conn.broken:
+                return None  # the transaction ended with the connection
+            return self._conn.execute(sql)
+        if not self._in_tx:
+            self._reconnect_if_broken()
+        elif sql.lstrip()[:6].upper() == "SELECT":
+            self.lock()  # a read whose answer the transaction's writes may depend on
+        return self._conn.execute(_pg_sql(sql), args)
+
+    def _reconnect_if_broken(self) -> None:
+        # Only between transactions: mid-transaction, a new connection would commit the rest
+        # of it statement by statement.
+        if self._conn.broken:
+            self._conn = self._connect()
+
+    def executemany_atomic(self, sql: str, rows: list[tuple]) -> int:
+        """A statement in psycopg's syntax, atomic by itself (INSERT ... ON CONFLICT), so run
+        without the write lock, once per row; how many rows it changed in all."""
+        cursor = self._conn.cursor()
+        cursor.executemany(sql, rows)
+        return cursor.rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        if self._in_tx:
+            self.lock()
+        self._conn.cursor().executemany(_pg_sql(sql), rows)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class Store:
-    """One connection to the store file; safe to share between threads (calls are serialised).
+    """One connection to the store; safe to share between threads (calls are serialised).
 
     Writes from several threads or processes are fine; a transaction spanning several calls
     is ``with store.transaction(): ...`` and commits once, at the end.
+
+    ``path`` is a SQLite file or a ``postgresql://`` URL (default: :func:`default_target`).
+    ``location`` names the store in messages. For PostgreSQL, ``path`` is where a SQLite store
+    would be, in the user data directory: files kept beside the store go next to it.
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
+        target = path if path is not None else default_target()
+        self._lock = threading.RLock()
+        self._depth = 0
+        if is_postgres(target):
+            self._open_postgres(str(target))
+        else:
+            self._open_sqlite(Path(target))
+
+    def _open_postgres(self, url: str) -> None:
+        self.dialect = "postgresql"
+        self.path = Path(platformdirs.user_data_dir("halofarm")) / STORE_NAME
+        self.location = _redact(url)
+        self._db = _Postgres(url)
+        try:
+            self._migrate()
+        except StoreError:
+            self._db.close()
+            raise
+        except Exception as exc:  # psycopg.Error: the server went away, permissions ...
+            self._db.close()
+            raise StoreError(
+                f"cannot use the store {self.location}: {' '.join(str(exc).split())}"
+            ) from None
+
+    def _open_sqlite(self, path: Path) -> None:
+        self.dialect = "sqlite"
+        self.path = path
+        self.location = str(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT), so a
@@ -704,8 +918,6 @@ class Store:
             )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
-        self._lock = threading.RLock()
-        self._depth = 0
         try:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -769,13 +981,16 @@ class Store:
         return int(row[0])
 
     def _migrate(self) -> None:
+        postgres = self.dialect == "postgresql"
         with self.transaction():
+            if postgres:  # concurrent CREATE TABLE IF NOT EXISTS can fail there
+                self._db.lock()
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = 0 if row is None else int(row[0])
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"the store {self.path} has schema version {version}, newer than this "
+                f"the store {self.location} has schema version {version}, newer than this "
                 f"halofarm understands ({SCHEMA_VERSION}); upgrade halofarm"
             )
         for step in range(version, SCHEMA_VERSION):
@@ -786,8 +1001,8 @@ class Store:
                 ).fetchone()
                 if row is not None and int(row[0]) > step:
                     continue
-                for statement in MIGRATIONS[step]:
-                    self._db.execute(statement)
+                for index, statement in enumerate(MIGRATIONS[step]):
+                    self._db.execute(_pg_ddl(step, index, statement) if postgres else statement)
                 self._db.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -805,6 +1020,8 @@ class Store:
 
     def add_result_rows(self, rows: list[tuple]) -> tuple[int, int]:
         """Like add_results, for rows made by :func:`result_row` (each with its own time)."""
+        if self.dialect == "postgresql":
+            return self._add_result_rows_pg(rows)
         inserted = start = 0
         with self.transaction():
             for size in _CHUNK_ROWS:
@@ -818,6 +1035,15 @@ class Store:
                     inserted += self._db.execute(_insert_results_sql(size), args).rowcount
         return inserted, len(rows) - inserted
 
+    def _add_result_rows_pg(self, rows: list[tuple]) -> tuple[int, int]:
+        args = []
+        for row in rows:
+            body = _body_text(row[-1])
+            args.append((*row[:-1], _json(json.loads(row[-1])["body"]) if body is None else body))
+        with self.transaction():
+            inserted = self._db.executemany_atomic(_INSERT_RESULT_PG, args) if args else 0
+        return inserted, len(rows) - inserted
+
     def add_adapt_rows(self, rows: list[tuple]) -> tuple[int, int]:
         """Insert adapt_results rows (from :func:`adapt_result_row`); (inserted, duplicates)."""
         sql = (
@@ -827,8 +1053,11 @@ class Store:
         )
         inserted = 0
         with self.transaction():
-            for row in rows:
-                inserted += self._db.execute(sql, row).rowcount
+            if self.dialect == "postgresql":
+                inserted = self._db.executemany_atomic(_pg_sql(sql), rows) if rows else 0
+            else:
+                for row in rows:
+                    inserted += self._db.execute(sql, row).rowcount
         return inserted, len(rows) - inserted
 
     def adapt_results(self, *, device: str | None = None, job: str | None = None) -> list[AdaptRow]:
@@ -940,7 +1169,7 @@ class Store:
             self._db.execute(
                 "INSERT INTO rejects (device, leaf, count, last_topic, last_reason, first_at, "
                 "last_at) VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (device, leaf) DO UPDATE SET "
-                "count = count + 1, last_topic = excluded.last_topic, "
+                "count = rejects.count + 1, last_topic = excluded.last_topic, "
                 "last_reason = excluded.last_reason, last_at = excluded.last_at",
                 (device, leaf, topic[:512], reason[:2048], at, at),
             )
@@ -1119,6 +1348,8 @@ class Store:
             args.append(state)
         if cmd_ids is not None:
             ids = list(cmd_ids)
+            if not ids:  # `IN ()` is SQLite's alone
+                return []
             clauses.append(f"cmd_id IN ({', '.join('?' * len(ids))})")
             args.extend(ids)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""

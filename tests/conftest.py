@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-# A real mosquitto on a free loopback port for every test that asks for `mosquitto`.
-pytest_plugins = ["tests.mqtt_broker"]
+# A real mosquitto on a free loopback port for every test that asks for `mosquitto`; a real
+# PostgreSQL server (one per session) and a fresh database for every test that asks for
+# `postgres_url`.
+pytest_plugins = ["tests.mqtt_broker", "tests.postgres_server"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -74,8 +74,9 @@ def register(store: Store, name: str, cron: str, source: Path, now: float) -> Sc
 
 def mark_fired(store: Store, name: str, fire: float) -> None:
     store.execute(
-        "UPDATE schedules SET last_fire = max(coalesce(last_fire, 0), ?) WHERE name = ?",
-        (fire, name),
+        "UPDATE schedules SET last_fire = ? WHERE name = ? "
+        "AND (last_fire IS NULL OR last_fire < ?)",
+        (fire, name, fire),
     )
 
 

@@ -219,15 +219,15 @@ def pending_devices(store: Store, campaign_id: str) -> dict[str, float]:
 
 def next_ready(store: Store, campaign_id: str, now: float) -> dict[str, CampaignJob]:
     """Each device's first pending job (by planned position) that may start at `now`."""
-    # SQLite takes the bare columns of a min() aggregate from the row holding the minimum.
     rows = store.query(
-        f"SELECT {_JOB_COLUMNS}, min(position) FROM campaign_jobs WHERE campaign_id = ? "
-        "AND state = ? AND coalesce(not_before, 0) <= ? GROUP BY device",
+        f"SELECT {_JOB_COLUMNS} FROM (SELECT {_JOB_COLUMNS}, row_number() OVER "
+        "(PARTITION BY device ORDER BY position) AS n FROM campaign_jobs WHERE campaign_id = ? "
+        "AND state = ? AND coalesce(not_before, 0) <= ?) AS ready WHERE n = 1",
         (campaign_id, PENDING, now),
     )
     out = {}
     for r in rows:
-        job = CampaignJob(*r[:-1])
+        job = CampaignJob(*r)
         job.xnnpack = bool(job.xnnpack)
         out[job.device] = job
     return out
