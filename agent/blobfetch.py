@@ -4,6 +4,10 @@ One chunk at a time, in order: request the chunk at the current offset, wait for
 (stale or duplicated chunks are skipped), append, repeat; a partial file left by a crash is
 resumed at its size. The cache verifies the sha256 before the model becomes visible.
 
+Chunks are taken only for the blob being fetched -- one a queued job needs, so one named in a
+command the agent accepted (and authenticated, with a command key); anything else that arrives
+on the blob topic is dropped unread.
+
 Python 3.8 compatible.
 """
 
@@ -55,9 +59,13 @@ class BlobFetcher:
         self.send = send
         # Bounded: chunks nobody asked for (stale, duplicated, hostile) must not pile up.
         self._chunks: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self._wanted: Optional[str] = None  # sha256 being fetched (set by the worker thread)
 
     def deliver(self, chunk: BlobChunk) -> None:
         """A chunk arrived (from the daemon's main loop; never blocks: extras are dropped)."""
+        if chunk.sha256 != self._wanted:
+            log.warning("blob chunk %s@%d dropped: not being fetched", chunk.sha256, chunk.offset)
+            return
         try:
             self._chunks.put_nowait(chunk)
         except queue.Full:
@@ -76,6 +84,19 @@ class BlobFetcher:
         cached = self.cache.get(sha256)
         if cached is not None:
             return cached
+        self._wanted = sha256
+        try:
+            return self._download(sha256, progress, keep, interrupted)
+        finally:
+            self._wanted = None
+
+    def _download(
+        self,
+        sha256: str,
+        progress: Progress,
+        keep: Callable[[], Set[str]],
+        interrupted: Callable[[], bool],
+    ) -> Path:
         offset = self.cache.partial_size(sha256)
         resumed = offset > 0
         total: Optional[int] = None

@@ -1,4 +1,13 @@
-"""Handling of received commands: validate, dedupe, queue, and answer with an ack.
+"""Handling of received commands: validate, authenticate, dedupe, queue, and answer with an ack.
+
+With a command key (``[auth]`` in the agent config) a command runs only if its HMAC verifies
+and it has not expired (:mod:`protocol.auth`); otherwise it is ``rejected`` with the reason. A
+rejected forgery that reuses the cmd_id of a real command is acked with :data:`UNKNOWN_CMD_ID`,
+so it cannot overwrite that command's state at the coordinator. A correctly signed retry of a
+known command is answered with the command's state even after it expired.
+
+New jobs are refused while ``refuse_jobs()`` gives a reason (the outbox is over its disk budget):
+results already produced are never dropped, so the agent stops producing more instead.
 
 Every payload gets exactly one ack into the outbox (never dropped, QoS 1), committed in the
 same transaction as the job-queue change it reports. A payload that is not a valid command is
@@ -18,7 +27,17 @@ import re
 from typing import Any, Callable, Optional, Sequence
 
 from firmware_bridge.resources import DutResource
-from protocol import MAX_MESSAGE_BYTES, Ack, Command, ProtocolError, decode, encode, make
+from protocol import (
+    MAX_MESSAGE_BYTES,
+    Ack,
+    Command,
+    ProtocolError,
+    decode,
+    encode,
+    job_topic,
+    make,
+)
+from protocol.auth import DEFAULT_SKEW_S, AuthError, Expired, verify
 
 from . import jobqueue as jq
 from .adapt_job import adapt_problem
@@ -97,7 +116,13 @@ class CommandHandler:
         wake_worker: Callable[[], None],
         power: Optional[PowerConfig] = None,
         duts: Sequence[DutResource] = (),
+        command_key: Optional[bytes] = None,
+        skew_s: float = DEFAULT_SKEW_S,
+        refuse_jobs: Callable[[], Optional[str]] = lambda: None,
     ) -> None:
+        self.command_key = command_key
+        self.skew_s = skew_s
+        self._refuse_jobs = refuse_jobs
         self.power = power or PowerConfig()
         self.duts = tuple(duts)
         self.db = db
@@ -123,6 +148,16 @@ class CommandHandler:
             log.warning("rejected command %s: %s", cmd_id, e)
             return self.acks.put(cmd_id, "rejected", str(e))
         cmd: Command = env.body
+        if self.command_key is not None:
+            try:
+                verify(self.command_key, self.acks.device, cmd, skew_s=self.skew_s)
+            except AuthError as e:
+                known = self.jobs.get(cmd.cmd_id) is not None
+                if not (known and isinstance(e, Expired)):
+                    log.warning("rejected command %s: %s", cmd.cmd_id, e)
+                    return self.acks.put(
+                        UNKNOWN_CMD_ID if known else cmd.cmd_id, "rejected", str(e)
+                    )
         log.info("command %s: %s", cmd.cmd_id, cmd.kind)
         if cmd.kind == "ping":
             return self.acks.put(cmd.cmd_id, "pong")
@@ -155,6 +190,8 @@ class CommandHandler:
     def _enqueue(
         self, cmd: Command, kind: str, spec: Any, problem: Optional[str], blob: Optional[str]
     ) -> Ack:
+        if problem is None and self.jobs.get(cmd.cmd_id) is None:
+            problem = self._refuse_jobs()
         if problem is not None:
             log.warning("rejected command %s: %s", cmd.cmd_id, problem)
             return self.acks.put(cmd.cmd_id, "rejected", problem)
@@ -170,8 +207,21 @@ class CommandHandler:
             except jq.QueueFull as e:
                 return self.acks.put(cmd.cmd_id, "rejected", f"queue full: {e}")
             ack = self.acks.for_job(job)
+            resent = 0
+            if not created and job.final:
+                # Asked again about a finished job: the coordinator lacks its result, which a
+                # broker killed before saving may have lost. Send it again (ingest dedupes).
+                leaves = ("result", "adapt_result")
+                resent = self.acks.outbox.resend(
+                    *(job_topic(self.acks.device, job.job_id, leaf) for leaf in leaves)
+                )
         if not created:
-            log.info("command %s seen before: it is %s", cmd.cmd_id, job.state)
+            log.info(
+                "command %s seen before: it is %s%s",
+                cmd.cmd_id,
+                job.state,
+                "; its result is sent again" if resent else "",
+            )
         self._wake_worker()
         return ack
 

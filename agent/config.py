@@ -5,17 +5,34 @@ File layout (every key optional)::
     device_id = "pi4-lab-01"           # default: the hostname, made a valid id
     state_dir = "/var/lib/halofarm"    # default: $STATE_DIRECTORY (systemd), else see below
     heartbeat_s = 15
-    cache_max_bytes = 1073741824
+    cache_max_bytes = 1073741824       # model/blob cache on disk (LRU eviction)
+    max_queued_jobs = 1000             # more waiting jobs are rejected ("queue full")
+    outbox_max_bytes = 268435456       # un-sent messages on disk; see below
     tags = ["lab-a", "fan"]
 
     [broker]
     url = "mqtts://broker.lab:8883"    # mqtt:// (1883) or mqtts:// (8883); user:pass@ allowed
-    username = "pi4-lab-01"
+    username = "pi4-lab-01"            # on the secure broker: the device id
     password_file = "/etc/halofarm/broker.pass"   # or password = "..."
     ca_file = "/etc/halofarm/ca.pem"   # mqtts only; default: the system CAs
     keepalive_s = 60
     session_expiry_s = 604800
     inflight_window = 100
+
+    [auth]
+    command_key = "64 hex digits"      # or command_key_file = "/etc/halofarm/command.key"
+    max_clock_skew_s = 120             # a command counts as expired this long after expires_at
+
+``halo-coord device add NAME`` prints ``device_id``, ``[broker]`` and ``[auth]`` for a board on
+the secure broker (``halo-coord broker secure``). Over mqtts the broker's certificate is always
+verified (against ``ca_file``) and must name the URL's host. With a command key the agent runs
+only commands signed with it that have not expired, and accepts model chunks only for blobs
+those commands name; unsigned, altered or expired commands are acked ``rejected`` with the
+reason. Without a key, commands are not authenticated (a broker you trust completely).
+
+Results are never dropped: when the un-sent messages in the outbox reach ``outbox_max_bytes``
+(the broker has been unreachable for long), new jobs are rejected with that reason and the
+retained ``status`` message says so, until the backlog has been delivered.
 
     [power]
     sysfs_root = "/"                   # a simulated board's tree in tests and demos
@@ -39,6 +56,7 @@ Python 3.8 compatible.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -51,6 +69,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from firmware_bridge.resources import DutResource, dut_resource
 from power.discover import PowerOptions
 from power.serial_meter import MeterConfig, meter_config
+from protocol.auth import DEFAULT_SKEW_S, parse_key
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,6 +119,10 @@ class AgentConfig:
     heartbeat_s: float = 15.0
     cache_max_bytes: int = GIB
     tags: List[str] = field(default_factory=list)
+    max_queued_jobs: int = 1000
+    outbox_max_bytes: int = 256 * 1024**2
+    command_key: Optional[bytes] = field(default=None, repr=False)
+    max_clock_skew_s: float = DEFAULT_SKEW_S
     power: PowerConfig = PowerConfig()
     mcu_duts: Tuple[DutResource, ...] = ()  # [[mcu.duts]]: MCUs attached to this board
     source: Optional[str] = None  # the file it came from, for messages
@@ -254,6 +277,9 @@ SCHEMA: Dict[str, Dict[str, Callable[[Any, str], Any]]] = {
         "state_dir": _text,
         "heartbeat_s": _number(1.0, 3600.0),
         "cache_max_bytes": _int(1024**2, 2**62),
+        "max_queued_jobs": _int(1, 1_000_000),
+        # At least a few results' worth, so one job's output always fits.
+        "outbox_max_bytes": _int(1024**2, 2**62),
         "tags": _tags,
     },
     "broker": {
@@ -267,6 +293,11 @@ SCHEMA: Dict[str, Dict[str, Callable[[Any, str], Any]]] = {
         # Far below paho's 65535 mids (publish() would fail with ERR_QUEUE_SIZE) and below
         # the 999 bound parameters of the SQLite in older distributions (one per claimed row).
         "inflight_window": _int(1, 500),
+    },
+    "auth": {
+        "command_key": _text,
+        "command_key_file": _text,
+        "max_clock_skew_s": _number(0.0, 86400.0),
     },
     "power": {
         "sysfs_root": _text,
@@ -333,6 +364,10 @@ def _read_file(path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[Tuple[str, s
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -340,7 +375,7 @@ def _read_file(path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[Tuple[str, s
 
     def where(section: str, key: str) -> str:
         line = _line_of(text, section, key)
-        name = f"{section}.{key}" if section else key
+        name = f"{section}.{_toml_key(key)}" if section else _toml_key(key)
         return f"{path}:{line}: {name}" if line else f"{path}: {name}"
 
     values: Dict[str, Dict[str, Any]] = {s: {} for s in SCHEMA}
@@ -362,6 +397,12 @@ def _read_file(path: Path) -> Tuple[Dict[str, Dict[str, Any]], Dict[Tuple[str, s
     return values, origin
 
 
+def _toml_key(key: str) -> str:
+    """A key as TOML spells it: bare, or quoted with escapes (a newline in a quoted key must
+    not split the one-line error)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def _known(section: str) -> str:
     keys = list(SCHEMA[section])
     if not section:
@@ -371,7 +412,10 @@ def _known(section: str) -> str:
 
 def _broker(values: Dict[str, Any], where: Callable[[str], str]) -> BrokerConfig:
     url = values.get("url", BrokerConfig.url)
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as e:  # "mqtt://[:61]": a bracketed host that is no IP address
+        raise ConfigError(f"{where('url')}: not a broker URL ({e})") from None
     if parts.scheme not in DEFAULT_PORTS:
         raise ConfigError(
             f"{where('url')}: must start with mqtt:// or mqtts://, got {url!r} "
@@ -430,6 +474,26 @@ def _broker(values: Dict[str, Any], where: Callable[[str], str]) -> BrokerConfig
     )
 
 
+def _command_key(values: Dict[str, Any], where: Callable[[str], str]) -> Optional[bytes]:
+    if "command_key" in values and "command_key_file" in values:
+        raise ConfigError(f"{where('command_key_file')}: the key is also given as command_key")
+    text = values.get("command_key")
+    if "command_key_file" in values:
+        try:
+            text = Path(values["command_key_file"]).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(
+                f"{where('command_key_file')}: cannot read: {e.strerror or e}"
+            ) from None
+    if text is None:
+        return None
+    try:
+        return parse_key(text)
+    except ValueError as e:
+        name = "command_key_file" if "command_key_file" in values else "command_key"
+        raise ConfigError(f"{where(name)}: {e}") from None
+
+
 def _url_without_credentials(scheme: str, host: str, port: int) -> str:
     """The URL as it may appear in logs and status lines."""
     return "{}://{}:{}".format(scheme, f"[{host}]" if ":" in host else host, port)
@@ -457,6 +521,8 @@ def load_config(
 
     top = values[""]
     broker = _broker(values["broker"], lambda key: origin.get(("broker", key), f"broker.{key}"))
+    auth = values["auth"]
+    command_key = _command_key(auth, lambda key: origin.get(("auth", key), f"auth.{key}"))
     power = _power(values["power"], lambda key: origin.get(("power", key), f"power.{key}"))
     duts = values["mcu"].get("duts", ())
     meters = {m.name for m in power.options.meters}
@@ -474,6 +540,10 @@ def load_config(
         heartbeat_s=top.get("heartbeat_s", AgentConfig.heartbeat_s),
         cache_max_bytes=top.get("cache_max_bytes", AgentConfig.cache_max_bytes),
         tags=top.get("tags", []),
+        max_queued_jobs=top.get("max_queued_jobs", AgentConfig.max_queued_jobs),
+        outbox_max_bytes=top.get("outbox_max_bytes", AgentConfig.outbox_max_bytes),
+        command_key=command_key,
+        max_clock_skew_s=auth.get("max_clock_skew_s", AgentConfig.max_clock_skew_s),
         power=power,
         mcu_duts=duts,
         source=None if path is None else str(path),

@@ -20,10 +20,11 @@ import argparse
 import logging
 import queue
 import signal
+import sqlite3
 import sys
 import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import paho.mqtt.client as mqtt
 
@@ -52,6 +53,10 @@ PRUNE_EVERY_S = 3600.0
 # refused are sent again after this long, and after every reconnect.
 NO_SUBSCRIBER_RETRY_S = 5.0
 WORKER_JOIN_S = 5.0
+DB_TROUBLE_LOG_S = 30.0
+# How stale the outbox-budget check may be when a command arrives (it is a SUM over the
+# un-acked rows, so not run per command in a burst).
+BUDGET_CHECK_S = 1.0
 
 
 def heartbeat_body(outbox_depth: int, queue_depth: int, running_job: Optional[str]) -> Heartbeat:
@@ -86,16 +91,25 @@ class Daemon:
         self.started_at = time.time()
         self.version = sysfacts.agent_version()
         self._stop = threading.Event()
+        self._db_trouble_logged = float("-inf")
         self._ready = False
         self.session: Optional[Session] = None
         self.worker: Optional[Worker] = None
+        # Why new jobs are refused (outbox over outbox_max_bytes), or None.
+        self.refusing_jobs: Optional[str] = None
+        self._budget_checked_at = -BUDGET_CHECK_S
 
     def request_stop(self, *_: Any) -> None:
         """Thread- and signal-safe: the main loop stops within TICK_S."""
         self._stop.set()
 
     def _status_payload(self, state: str) -> bytes:
-        status = Status(state=state, agent_version=self.version, started_at=self.started_at)
+        status = Status(
+            state=state,
+            agent_version=self.version,
+            started_at=self.started_at,
+            refusing_jobs=self.refusing_jobs if state == "online" else None,
+        )
         return encode(make(status, self.device))
 
     def _caps_payload(self) -> Optional[bytes]:
@@ -137,7 +151,7 @@ class Daemon:
         self.db = StateDB(cfg.db_path)
         try:
             self.outbox = Outbox(self.db, window=cfg.broker.inflight_window)
-            self.jobs = JobQueue(self.db)
+            self.jobs = JobQueue(self.db, max_queued=cfg.max_queued_jobs)
             for job in self.jobs.recover():
                 log.warning("job %s was running when the agent stopped; it runs again", job.job_id)
             self.session = Session(cfg, self.events, self._status_payload, self._caps_payload())
@@ -168,7 +182,11 @@ class Daemon:
                 self.worker.wake,
                 power=cfg.power,
                 duts=cfg.mcu_duts,
+                command_key=cfg.command_key,
+                skew_s=cfg.max_clock_skew_s,
+                refuse_jobs=self._job_refusal,
             )
+            self._check_outbox_budget()
             self.notifier.status(f"connecting to {cfg.broker.url}")
             self.session.start()
             self.worker.start()
@@ -189,16 +207,20 @@ class Daemon:
             wait = min(TICK_S, next_watchdog - now, next_heartbeat - now)
             try:
                 self._handle_events(self.events.get(timeout=max(0.0, wait)))
+                if self.session.connected:
+                    self._pump()
             except queue.Empty:
-                pass
-            if self.session.connected:
-                self._pump()
+                if self.session.connected:
+                    self._guarded(self._pump)
+            except sqlite3.OperationalError as e:
+                self._db_trouble(e)
             now = time.monotonic()
             if not self._ready and (self.session.connected or now >= ready_deadline):
                 self._ready = True
                 online = self.session.connected
                 self.notifier.ready(self._status_line() if online else "broker unreachable")
             if now >= next_watchdog:
+                self._check_outbox_budget()
                 self.notifier.watchdog()
                 self.notifier.status(self._status_line())
                 next_watchdog = now + watchdog_every
@@ -209,18 +231,64 @@ class Daemon:
                 self.outbox.unpark()
                 next_unpark = now + NO_SUBSCRIBER_RETRY_S
             if now >= next_prune:
-                self.outbox.prune()
-                self.jobs.prune()
+                self._guarded(self.outbox.prune)
+                self._guarded(self.jobs.prune)
                 next_prune = now + PRUNE_EVERY_S
+
+    def _guarded(self, step: Callable[[], Any]) -> None:
+        try:
+            step()
+        except sqlite3.OperationalError as e:
+            self._db_trouble(e)
+
+    def _db_trouble(self, error: Exception) -> None:
+        """The state database refused a write (disk full, I/O error, read-only remount). The
+        daemon stays up: PUBACKs not recorded only mean a message is sent again, and the
+        worker keeps an uncommitted result until it can store it. Logged at most every
+        DB_TROUBLE_LOG_S; the loop slows down meanwhile instead of spinning."""
+        now = time.monotonic()
+        if now >= self._db_trouble_logged + DB_TROUBLE_LOG_S:
+            log.error(
+                "state database %s refuses writes (%s); is the disk full? retrying",
+                self.config.db_path,
+                error,
+            )
+            self._db_trouble_logged = now
+        self._stop.wait(TICK_S)
 
     def _status_line(self) -> str:
         assert self.session is not None
         link = "connected" if self.session.connected else "disconnected"
         running = self.worker.current_job if self.worker else None
+        refusing = f"; REFUSING JOBS: {self.refusing_jobs}" if self.refusing_jobs else ""
         return (
             f"{link} to {self.config.broker.url}; outbox {self.outbox.depth()}, "
-            f"queue {self.jobs.depth()}, running {running or '-'}"
+            f"queue {self.jobs.depth()}, running {running or '-'}{refusing}"
         )
+
+    def _job_refusal(self) -> Optional[str]:
+        if time.monotonic() - self._budget_checked_at >= BUDGET_CHECK_S:
+            self._check_outbox_budget()
+        return self.refusing_jobs
+
+    def _check_outbox_budget(self) -> None:
+        """Refuse new jobs while the un-sent messages exceed outbox_max_bytes (results are
+        never dropped), and say so in the retained status when that changes."""
+        self._budget_checked_at = time.monotonic()
+        pending, limit = self.outbox.pending_bytes(), self.config.outbox_max_bytes
+        was_refusing = self.refusing_jobs is not None
+        self.refusing_jobs = None
+        if pending >= limit:
+            self.refusing_jobs = (
+                f"outbox full: {pending} bytes of messages wait for the broker "
+                f"(outbox_max_bytes {limit}); new jobs are refused until they are delivered"
+            )
+        if (self.refusing_jobs is not None) != was_refusing:
+            log.warning("%s", self.refusing_jobs or "outbox below its budget: accepting jobs")
+            if self.session is not None and self.session.connected:
+                self._publish(
+                    self.session.topics["status"], self._status_payload("online"), 1, True
+                )
 
     def _handle_events(self, event: Any) -> None:
         acked: List[str] = []

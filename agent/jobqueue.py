@@ -34,6 +34,10 @@ FINAL_STATES = frozenset({DONE, FAILED, CANCELLED, REJECTED})
 MAX_ATTEMPTS = 3
 MAX_QUEUED = 1000
 KEEP_FINISHED_S = 30 * 24 * 3600.0
+# The newest finished jobs are kept whatever their age: ages are wall-clock, and a forward step
+# (an RTC-less board's first NTP sync after booting in 1970) must not forget the cmd_ids a
+# coordinator may still resend.
+KEEP_FINISHED_MIN = 10000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -208,14 +212,16 @@ class JobQueue:
         )
         return {r[0] for r in rows}
 
-    def prune(self, keep_s: float = KEEP_FINISHED_S) -> int:
-        """Forget finished jobs older than ``keep_s`` (their cmd_ids can no longer be deduped,
-        which is why this is weeks: far longer than any coordinator retries a command)."""
+    def prune(self, keep_s: float = KEEP_FINISHED_S, keep_newest: int = KEEP_FINISHED_MIN) -> int:
+        """Forget finished jobs older than ``keep_s``, but never the ``keep_newest`` newest
+        (their cmd_ids can no longer be deduped, which is why this is weeks: far longer than
+        any coordinator retries a command)."""
         states = sorted(FINAL_STATES)
         marks = ",".join("?" * len(states))
         with self.db.transaction() as conn:
             cur = conn.execute(
-                f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?",
-                (*states, time.time() - keep_s),
+                f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ? AND seq NOT IN"
+                f" (SELECT seq FROM jobs WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?)",
+                (*states, time.time() - keep_s, *states, keep_newest),
             )
             return cur.rowcount

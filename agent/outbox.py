@@ -203,6 +203,26 @@ class Outbox:
         """Messages committed but not yet acknowledged by the broker."""
         return self.db.query("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL")[0][0]
 
+    def pending_bytes(self) -> int:
+        """Payload bytes of the messages not yet acknowledged (the outbox's disk budget)."""
+        return self.db.query(
+            "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE acked_at IS NULL"
+        )[0][0]
+
+    def resend(self, *topics: str) -> int:
+        """Send the acknowledged results on these topics once more (the broker acked them but
+        the receiver says it never got them); returns how many. Pruned rows are gone."""
+        if not topics:
+            return 0
+        marks = ",".join("?" * len(topics))
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE outbox SET acked_at = NULL WHERE kind = 'result' AND acked_at IS NOT NULL"
+                f" AND topic IN ({marks})",
+                topics,
+            )
+            return cur.rowcount
+
     def prune(self, keep_acked_s: float = KEEP_ACKED_S) -> int:
         """Forget rows acknowledged more than ``keep_acked_s`` ago; returns how many."""
         with self.db.transaction() as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import ssl
 import threading
 from typing import Any, Callable, Optional, Tuple
 
@@ -74,7 +75,9 @@ class Session:
         if broker.username is not None:
             client.username_pw_set(broker.username, broker.password)
         if broker.tls:
-            client.tls_set(ca_certs=broker.ca_file)
+            # The broker's certificate must chain to ca_file (or a system CA) and name the
+            # URL's host: paho's default context checks the hostname.
+            client.tls_set(ca_certs=broker.ca_file, cert_reqs=ssl.CERT_REQUIRED)
         client.will_set(self.topics["status"], status_payload("offline"), qos=1, retain=True)
         self.reconnect_min_s = random.uniform(*RECONNECT_MIN_S)
         client.reconnect_delay_set(min_delay=self.reconnect_min_s, max_delay=RECONNECT_MAX_S)

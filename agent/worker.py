@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes, int], None]
 
 IDLE_POLL_S = 1.0
+COMMIT_RETRY_S = (1.0, 2.0, 5.0, 10.0)  # back-off while the state database refuses a result
 
 
 class Worker(threading.Thread):
@@ -270,9 +272,31 @@ class Worker(threading.Thread):
         topic = job_topic(self.device, job.job_id, result.TYPE or "result")
         # One transaction: after a crash either the job is done and its result is in the
         # outbox, or neither (the job is still running and re-runs after restart).
-        with self.db.transaction():
-            self.outbox.put(topic, payload, qos=1, kind="result", msg_id=env.msg_id)
-            self.acks.for_job(self.jobs.finish(job.job_id, state, result.reason))
+        attempt = 0
+        while True:
+            try:
+                with self.db.transaction():
+                    self.outbox.put(topic, payload, qos=1, kind="result", msg_id=env.msg_id)
+                    self.acks.for_job(self.jobs.finish(job.job_id, state, result.reason))
+                break
+            except sqlite3.OperationalError as e:
+                # Disk full, I/O error, a read-only remount: the measurement is kept here and
+                # committed once the database takes it; no other job runs meanwhile. If the
+                # agent stops first, the job is still running in the database and re-runs.
+                wait = COMMIT_RETRY_S[min(attempt, len(COMMIT_RETRY_S) - 1)]
+                log.error(
+                    "cannot store the result of job %s in %s (%s); retrying in %.0f s: "
+                    "free space there",
+                    job.job_id,
+                    self.db.path,
+                    e,
+                    wait,
+                )
+                attempt += 1
+                if self._stopping.wait(wait):
+                    return
+        if attempt:
+            log.warning("result of job %s stored after %d failed attempts", job.job_id, attempt)
         self.wake_sender()
         log.info("job %s %s", job.job_id, state)
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +28,11 @@ from coordinator.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1883
+# The secure (production) broker: TLS only, for boards on the LAN.
+SECURE_HOST = "0.0.0.0"
+SECURE_PORT = 8883
+# ...and its second TLS listener, on loopback, for the coordinator's own clients.
+SECURE_LOCAL_PORT = 8884
 STATE_DIR_ENV = "HALOFARM_STATE_DIR"
 MOSQUITTO_ENV = "HALOFARM_MOSQUITTO"
 # protocol.envelope.MAX_MESSAGE_BYTES (256 KiB) plus headroom, so a message the protocol layer
@@ -69,16 +75,31 @@ class BrokerConfig:
     # resend it from its outbox forever.
     message_size_limit: int = MESSAGE_SIZE_LIMIT
     password_file: Path | None = None
+    acl_file: Path | None = None
+    # TLS listener (see coordinator.security): all three or none.
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    # With TLS: a second listener on 127.0.0.1 for the coordinator's clients. The main one
+    # then replaces every client id with the username, so a device cannot connect as another
+    # device and take over its session; the coordinator needs several client ids (ingest,
+    # controller, ...), which only the loopback listener allows.
+    local_port: int | None = None
     # mosquitto started as root switches to user "mosquitto", which cannot write state_dir.
     user: str | None = None
 
     @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    @property
     def url(self) -> str:
-        return mqtt_url(self.host, self.port)
+        return mqtt_url(self.host, self.port, self.tls)
 
 
-def mqtt_url(host: str, port: int) -> str:
-    return f"mqtt://[{host}]:{port}" if ":" in host else f"mqtt://{host}:{port}"
+def mqtt_url(host: str, port: int, tls: bool = False) -> str:
+    scheme = "mqtts" if tls else "mqtt"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def render_config(cfg: BrokerConfig) -> str:
@@ -87,17 +108,41 @@ def render_config(cfg: BrokerConfig) -> str:
         ("host", cfg.host),
         ("state_dir", cfg.state_dir),
         ("password_file", cfg.password_file),
+        ("acl_file", cfg.acl_file),
+        ("cafile", cfg.cafile),
+        ("certfile", cfg.certfile),
+        ("keyfile", cfg.keyfile),
         ("user", cfg.user),
     ):
         if value is not None and (not str(value) or any(c in str(value) for c in "\r\n")):
             raise BrokerError(f"broker {name} must be a non-empty single line, got {value!r}")
-    if not 1 <= cfg.port <= 65535:
-        raise BrokerError(f"broker port must be in 1..65535, got {cfg.port}")
+    for port in (cfg.port, cfg.local_port or cfg.port):
+        if not 1 <= port <= 65535:
+            raise BrokerError(f"broker port must be in 1..65535, got {port}")
+    tls = (cfg.cafile, cfg.certfile, cfg.keyfile)
+    if any(tls) and not all(tls):
+        raise BrokerError("a TLS listener needs cafile, certfile and keyfile together")
+    if cfg.local_port is not None and not cfg.tls:
+        raise BrokerError("the local coordinator listener is for the TLS broker only")
+    tls_lines = [
+        f"cafile {cfg.cafile}",
+        f"certfile {cfg.certfile}",
+        f"keyfile {cfg.keyfile}",
+        "tls_version tlsv1.2",
+    ]
     lines = [HEADER, f"listener {cfg.port} {cfg.host}"]
+    if cfg.tls:
+        # TLS-only listeners: plain-TCP clients are refused by the handshake.
+        lines += tls_lines
+    if cfg.local_port is not None:
+        lines += ["use_username_as_clientid true", f"listener {cfg.local_port} 127.0.0.1"]
+        lines += tls_lines
     if cfg.password_file is None:
         lines.append("allow_anonymous true")
     else:
         lines += ["allow_anonymous false", f"password_file {cfg.password_file}"]
+    if cfg.acl_file is not None:
+        lines.append(f"acl_file {cfg.acl_file}")
     if cfg.persistence:
         lines += [
             "persistence true",
@@ -170,14 +215,21 @@ def mosquitto_version(binary: str) -> str:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
-def mqtt_ready(host: str, port: int, timeout: float = 1.0) -> bool:
+def mqtt_ready(
+    host: str, port: int, timeout: float = 1.0, cafile: os.PathLike | None = None
+) -> bool:
     """True if an MQTT 3.1.1 CONNECT gets a CONNACK; any return code (e.g. "not authorized")
-    proves a broker is serving the port."""
+    proves a broker is serving the port. With `cafile`, over TLS verified by that CA."""
     client_id = b"halofarm-probe"
     # protocol name, level 4, clean session, keepalive 5 s
     body = b"\x00\x04MQTT\x04\x02\x00\x05" + len(client_id).to_bytes(2, "big") + client_id
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            s = raw
+            if cafile is not None:
+                ctx = ssl.create_default_context(cafile=str(cafile))
+                ctx.check_hostname = False  # any served name will do for "is it up"
+                s = ctx.wrap_socket(raw)
             s.sendall(b"\x10" + bytes([len(body)]) + body)
             reply = s.recv(4)
             s.sendall(b"\xe0\x00")  # DISCONNECT, so the broker logs a clean goodbye
@@ -194,6 +246,8 @@ class BrokerStatus:
     host: str | None = None
     port: int | None = None
     url: str | None = None
+    tls: bool = False
+    local_port: int | None = None  # the secure broker's loopback listener (coordinator)
     uptime_s: float | None = None
     version: str | None = None
     # A pidfile whose process was gone (or was not our broker); it has been removed.
@@ -235,6 +289,9 @@ class ManagedBroker:
         binary = find_mosquitto(binary)
         # mosquitto runs with another cwd: every path in its config must be absolute.
         cfg = replace(cfg, state_dir=self.state_dir, user=cfg.user or getpass.getuser())
+        for name in ("acl_file", "cafile", "certfile", "keyfile"):
+            if getattr(cfg, name) is not None:
+                cfg = replace(cfg, **{name: Path(getattr(cfg, name)).resolve()})
         if cfg.password_file is not None:
             cfg = replace(cfg, password_file=Path(cfg.password_file).resolve())
             if not cfg.password_file.is_file():
@@ -243,6 +300,8 @@ class ManagedBroker:
                     f"`mosquitto_passwd -c {cfg.password_file} USER`"
                 )
         _check_port_free(cfg.host, cfg.port)
+        if cfg.local_port is not None:
+            _check_port_free("127.0.0.1", cfg.local_port)
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(render_config(cfg), encoding="utf-8")
@@ -263,7 +322,7 @@ class ManagedBroker:
         self.pid_path.write_text(f"{self._proc.pid}\n", encoding="utf-8")
         probe_host = _probe_host(cfg.host)
         deadline = time.monotonic() + timeout
-        while not mqtt_ready(probe_host, cfg.port):
+        while not mqtt_ready(probe_host, cfg.port, cafile=cfg.cafile):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self._abort_start()
                 raise BrokerError(
@@ -281,8 +340,12 @@ class ManagedBroker:
         st.pid = pid
         # The running broker's facts are best effort: running and pid are what matter.
         try:
-            st.host, st.port = _listener(self.config_path.read_text(encoding="utf-8"))
-            st.url = mqtt_url(st.host, st.port)
+            text = self.config_path.read_text(encoding="utf-8")
+            listeners = _listeners(text)
+            st.host, st.port = listeners[0]
+            st.local_port = listeners[1][1] if len(listeners) > 1 else None
+            st.tls = any(line.startswith("certfile ") for line in text.splitlines())
+            st.url = mqtt_url(st.host, st.port, st.tls)
         except (OSError, ValueError):
             pass
         try:
@@ -292,6 +355,14 @@ class ManagedBroker:
         except (psutil.Error, OSError, IndexError, subprocess.SubprocessError):
             pass
         return st
+
+    def reload(self) -> bool:
+        """SIGHUP: mosquitto re-reads its password and ACL files. False if not running."""
+        pid, _ = self._live_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGHUP)
+        return True
 
     def stop(self, timeout: float = 10.0) -> tuple[BrokerStatus, bool]:
         """SIGTERM (mosquitto saves its database), SIGKILL after timeout. Returns the status
@@ -352,12 +423,15 @@ class ManagedBroker:
         return " | ".join(text.strip().splitlines()[-lines:]) or "empty log"
 
 
-def _listener(config_text: str) -> tuple[str, int]:
+def _listeners(config_text: str) -> list[tuple[str, int]]:
+    found = []
     for line in config_text.splitlines():
         parts = line.split()
         if parts[:1] == ["listener"] and len(parts) == 3:
-            return parts[2], int(parts[1])
-    raise ValueError("no `listener PORT HOST` line")
+            found.append((parts[2], int(parts[1])))
+    if not found:
+        raise ValueError("no `listener PORT HOST` line")
+    return found
 
 
 def _probe_host(host: str) -> str:

@@ -11,12 +11,17 @@ from coordinator.broker import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MOSQUITTO_ENV,
+    SECURE_HOST,
+    SECURE_LOCAL_PORT,
+    SECURE_PORT,
     STATE_DIR_ENV,
     BrokerConfig,
+    BrokerError,
     BrokerStatus,
     ManagedBroker,
     default_state_dir,
 )
+from coordinator.security import SecureSetup
 
 state_dir_option = click.option(
     "--state-dir",
@@ -39,18 +44,27 @@ def broker() -> None:
 
 
 @broker.command()
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help=f"[default: {DEFAULT_PORT}; {SECURE_PORT} once `broker secure` has run]",
+)
 @click.option(
     "--host",
-    default=DEFAULT_HOST,
-    show_default=True,
     help="Address to listen on. A non-loopback address (e.g. 0.0.0.0 for boards on the LAN) "
-    "needs --password-file.",
+    f"needs --password-file or `broker secure`. [default: {DEFAULT_HOST}; "
+    f"{SECURE_HOST} once `broker secure` has run]",
 )
 @click.option(
     "--password-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="mosquitto_passwd file; turns anonymous access off.",
+)
+@click.option(
+    "--local-port",
+    type=click.IntRange(1, 65535),
+    help="Secure broker only: its second TLS listener, on 127.0.0.1, for this coordinator's "
+    f"own clients (the main one ties client ids to usernames). [default: {SECURE_LOCAL_PORT}]",
 )
 @click.option(
     "--mosquitto",
@@ -62,8 +76,11 @@ def broker() -> None:
 )
 @state_dir_option
 @json_option
-def start(port, host, password_file, binary, state_dir, as_json):
+def start(port, host, password_file, local_port, binary, state_dir, as_json):
     """Start the broker in the background; it keeps running after this command returns.
+
+    After `halo-coord broker secure` it is the production broker: TLS only (mqtts, port 8883),
+    a password per device, the ACL, no anonymous clients.
 
     \b
     Examples:
@@ -71,9 +88,33 @@ def start(port, host, password_file, binary, state_dir, as_json):
       halo-coord broker start --host 0.0.0.0 --password-file ~/.halofarm/passwd
     """
     managed = _broker(state_dir)
-    cfg = BrokerConfig(
-        state_dir=managed.state_dir, host=host, port=port, password_file=password_file
-    )
+    secure = SecureSetup(managed.state_dir)
+    if secure.exists():
+        if password_file is not None:
+            raise BrokerError(
+                f"the secure broker uses its own password file ({secure.passwd_file}); "
+                "drop --password-file and add devices with `halo-coord device add NAME`"
+            )
+        cfg = BrokerConfig(
+            state_dir=managed.state_dir,
+            host=host or SECURE_HOST,
+            port=port or SECURE_PORT,
+            password_file=secure.passwd_file,
+            acl_file=secure.acl_file,
+            cafile=secure.ca_file,
+            certfile=secure.cert_file,
+            keyfile=secure.key_file,
+            local_port=local_port or SECURE_LOCAL_PORT,
+        )
+    else:
+        if local_port is not None:
+            raise BrokerError("--local-port is for the secure broker (`halo-coord broker secure`)")
+        cfg = BrokerConfig(
+            state_dir=managed.state_dir,
+            host=host or DEFAULT_HOST,
+            port=port or DEFAULT_PORT,
+            password_file=password_file,
+        )
     st = managed.start(cfg, binary)
     if as_json:
         click.echo(json.dumps(st.to_dict()))
@@ -81,7 +122,47 @@ def start(port, host, password_file, binary, state_dir, as_json):
         click.echo(f"broker already running at {st.url} (pid {st.pid}); stop it to change options")
     else:
         click.echo(f"broker started at {st.url} (pid {st.pid}, {st.version or 'mosquitto'})")
+        if st.local_port is not None:
+            click.echo(f"coordinator listener: mqtts://127.0.0.1:{st.local_port}")
         click.echo(f"state: {st.state_dir}")
+
+
+@broker.command()
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="A DNS name or IP address boards use to reach the broker (repeatable); the server "
+    "certificate always also covers localhost, 127.0.0.1 and this host's name.",
+)
+@click.option("--renew-cert", is_flag=True, help="Issue a new server certificate.")
+@state_dir_option
+@json_option
+def secure(names, renew_cert, state_dir, as_json):
+    """Set up the production broker: own CA and TLS certificate, password file, ACL.
+
+    Creates what is missing under the broker's state dir (secure/), keeping an existing CA and
+    the devices' credentials. Restart the broker to use it; then add boards with
+    `halo-coord device add NAME`. Needs `pip install 'halofarm[secure]'`.
+
+    \b
+    Examples:
+      halo-coord broker secure --name broker.lab --name 192.168.1.10
+      halo-coord broker stop; halo-coord broker start
+    """
+    setup = SecureSetup(_broker(state_dir).state_dir)
+    cert_names = setup.init(list(names), renew_cert=renew_cert)
+    if as_json:
+        doc = {"dir": str(setup.dir), "ca_file": str(setup.ca_file), "names": cert_names}
+        click.echo(json.dumps(doc | {"devices": setup.devices()}))
+        return
+    click.echo(f"secure broker setup in {setup.dir}")
+    click.echo(f"CA certificate (copy to every board): {setup.ca_file}")
+    click.echo(f"server certificate names: {', '.join(cert_names)}")
+    click.echo(
+        f"next: `halo-coord broker start` (mqtts on port {SECURE_PORT}; restart it if it runs), "
+        "then `halo-coord device add NAME` per board"
+    )
 
 
 @broker.command()

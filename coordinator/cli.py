@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 
 # The coordinator's numpy work is many small matrices (zoo calibration, per-device fits), where
@@ -21,6 +22,7 @@ from coordinator.campaign.cli import campaign  # noqa: E402
 from coordinator.campaign.onboard import onboard  # noqa: E402
 from coordinator.dataset.cli import dataset  # noqa: E402
 from coordinator.demo import demo  # noqa: E402
+from coordinator.device_cli import device  # noqa: E402
 from coordinator.errors import UserError  # noqa: E402
 from coordinator.farm_cli import bench, devices, export, results  # noqa: E402
 from coordinator.halo_cli import halo  # noqa: E402
@@ -46,6 +48,7 @@ for _command in (
     demo,
     broker,
     devices,
+    device,
     bench,
     mcu,
     results,
@@ -76,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message().replace("\n", " "))
     except UserError as exc:
         _fail(str(exc).replace("\n", " "))
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise
+        # A store on a read-only file or file system opens and reads; only a write finds out.
+        _fail(f"the store is read-only ({exc}); give --store (or $HALOFARM_STORE) a writable file")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,7 +6,8 @@ published QoS 1 to the device's persistent session, and may be re-sent with the 
 any time: the agent deduplicates by cmd_id. Blob requests are answered from the store's blobs
 (`Store.put_blob_file`) in chunks of at most `protocol.bodies.CHUNK_MAX` bytes; a blob the store
 does not know gets an answer with `error` set, so the device fails the job with a reason instead
-of waiting forever.
+of waiting forever. A device is served only blobs named in a command dispatched to it, so one
+board cannot fetch another's models by guessing their sha256.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from coordinator.broker import default_state_dir
 from coordinator.connect import BrokerTarget
 from coordinator.errors import UserError
+from coordinator.security import DeviceKeys, SecureSetup
 from coordinator.store import Store, StoreError
+from protocol.auth import sign
 from protocol.bodies import CHUNK_MAX, BenchSpec, BlobChunk, BlobRequest, Command
 from protocol.envelope import decode, encode, make
 from protocol.errors import ProtocolError
@@ -45,6 +50,21 @@ def bench_command(spec: BenchSpec, ttl_s: float = DEFAULT_COMMAND_TTL_S) -> Comm
     return Command(cmd_id=new_cmd_id(), kind="bench", expires_at=time.time() + ttl_s, bench=spec)
 
 
+def command_blobs(data: object) -> set[str]:
+    """Every sha256 a command's JSON names (bench model, mcu input, adapt CSVs, optimizer)."""
+    if isinstance(data, dict):
+        found = set()
+        for key, value in data.items():
+            if key.endswith("sha256") and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= command_blobs(value)
+        return found
+    if isinstance(data, list):
+        return set().union(*(command_blobs(v) for v in data))
+    return set()
+
+
 def blob_answer(store: Store, request: BlobRequest) -> BlobChunk:
     """The chunk a blob request asks for (pure apart from reading the store)."""
     info = store.blob(request.sha256)
@@ -64,11 +84,22 @@ def blob_answer(store: Store, request: BlobRequest) -> BlobChunk:
 
 
 class Controller:
-    """One MQTT client that publishes commands and answers blob requests."""
+    """One MQTT client that publishes commands and answers blob requests.
 
-    def __init__(self, store: Store, broker: BrokerTarget, name: str = "ctl") -> None:
+    Commands to a device with a command key (`halo-coord device add`) are signed with it;
+    `keys` defaults to the managed broker's secure setup, if there is one."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker: BrokerTarget,
+        name: str = "ctl",
+        keys: DeviceKeys | None = None,
+    ) -> None:
         self.store = store
         self.broker = broker
+        self.keys = keys or DeviceKeys(SecureSetup(default_state_dir()))
+        self._sent_blobs: set[tuple[str, str]] = set()  # (device, sha256) known to be allowed
         self.blobs_served = 0
         self.bad_requests = 0
         self._ready = threading.Event()
@@ -106,10 +137,16 @@ class Controller:
 
     def send(self, device: str, command: Command) -> None:
         """Record, then publish. Safe to call again with the same command (a retry)."""
+        key = self.keys.get(device)
+        if key is not None and command.expires_at is None:
+            # A signed command must expire (protocol.auth).
+            command = replace(command, expires_at=time.time() + DEFAULT_COMMAND_TTL_S)
         self.store.record_dispatch(device, command)
         props = Properties(PacketTypes.PUBLISH)
         if command.expires_at is not None:
             props.MessageExpiryInterval = max(1, int(command.expires_at - time.time()))
+        if key is not None:
+            command = sign(key, device, command)
         payload = encode(make(command, device))
         info = self._client.publish(device_topic(device, "cmd"), payload, qos=1, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -117,6 +154,15 @@ class Controller:
             raise UserError(f"cannot publish a command to {device}: {mqtt.error_string(info.rc)}")
 
     # -- paho callbacks (network thread; never block, never raise) --------------------------
+
+    def _blob_sent_to(self, device: str, sha256: str) -> bool:
+        # Looked up in the store (another coordinator process may have sent the command);
+        # positives are remembered, as a download asks once per chunk.
+        if (device, sha256) not in self._sent_blobs:
+            if not any(sha256 in command_blobs(job.spec) for job in self.store.jobs(device=device)):
+                return False
+            self._sent_blobs.add((device, sha256))
+        return True
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -139,7 +185,12 @@ class Controller:
             log.warning("ignored a bad blob request on %s: %s", msg.topic, exc)
             return
         try:
-            chunk = blob_answer(self.store, env.body)
+            if self._blob_sent_to(ref.device, env.body.sha256):
+                chunk = blob_answer(self.store, env.body)
+            else:
+                # The same answer as for a blob the store lacks: no oracle for what it holds.
+                log.warning("%s asked for blob %s, never sent to it", ref.device, env.body.sha256)
+                chunk = BlobChunk(env.body.sha256, env.body.offset, 0, "", error="unknown blob")
             client.publish(
                 device_topic(ref.device, "blob_data"), encode(make(chunk, ref.device)), qos=1
             )

@@ -36,6 +36,7 @@ import os
 import queue
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +46,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from coordinator.store import ACK_WRONG_DEVICE, Store, adapt_result_row, result_row
+from coordinator.store import (
+    ACK_WRONG_DEVICE,
+    Store,
+    StoreError,
+    adapt_result_row,
+    result_row,
+)
 from protocol import INGEST_SHARED, Envelope, ProtocolError, decode, filter_all, parse_topic
 
 log = logging.getLogger(__name__)
@@ -201,9 +208,11 @@ class Ingestor:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect in the background (retrying while the broker is down) and start writing."""
+        """Connect in the background (retrying while the broker is down) and start writing.
+        Raises StoreError, before subscribing, if the store cannot take a write."""
         if self._writer is not None:
             raise RuntimeError("Ingestor already started")
+        require_writable(self.store)
         self._stopping = False
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
@@ -473,6 +482,24 @@ class Ingestor:
             self._stats.last_error = text
 
 
+def require_writable(store: Store) -> None:
+    """Raise StoreError if a write cannot commit (a read-only file, directory or file system):
+    ingest must not start taking messages it could never store. A store that fills up or
+    turns read-only later is retried instead, with nothing acked meanwhile (see _commit)."""
+    try:
+        with store.transaction():
+            store.execute(
+                "INSERT INTO meta (key, value) VALUES ('ingest_write_check', '') "
+                "ON CONFLICT (key) DO NOTHING"
+            )
+            store.execute("DELETE FROM meta WHERE key = 'ingest_write_check'")
+    except Exception as exc:  # sqlite3 or psycopg: either way nothing could be committed
+        raise StoreError(
+            f"ingest cannot write to the store {store.location}: {exc}; make it writable "
+            "(file, directory and file system) or give another store"
+        ) from None
+
+
 def _classify(msg: mqtt.MQTTMessage, received_at: float, generation: int) -> _Item:
     """Decode and check one message; a bad one becomes an item carrying its reject reason."""
     try:
@@ -539,7 +566,12 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    with Store(args.store) as store:
+    try:
+        store = Store(args.store)
+    except StoreError as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 2
+    with store:
         ingestor = Ingestor(
             store,
             args.host,
@@ -548,7 +580,11 @@ def main(argv: list[str] | None = None) -> int:
             batch_max=args.batch_max,
             batch_ms=args.batch_ms,
         )
-        ingestor.start()
+        try:
+            ingestor.start()
+        except StoreError as exc:
+            print(f"ingest: error: {exc}", file=sys.stderr)
+            return 2
         while not ingestor.wait_ready(1.0):
             if done.is_set():
                 break

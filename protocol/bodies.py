@@ -81,9 +81,16 @@ class Body:
     """Base of all bodies. ``TYPE`` is the message type string (None for nested-only bodies)."""
 
     TYPE: Optional[str] = None
+    # Fields added after the first release: left out of the JSON while None, so a receiver
+    # that predates them still accepts what a newer sender sends in the common case.
+    OMIT_NONE: FrozenSet[str] = frozenset()
 
     def to_dict(self) -> Dict[str, Any]:
-        return {fl.name: _plain(getattr(self, fl.name)) for fl in fields(self)}
+        return {
+            fl.name: _plain(getattr(self, fl.name))
+            for fl in fields(self)
+            if not (fl.name in self.OMIT_NONE and getattr(self, fl.name) is None)
+        }
 
     @classmethod
     def from_dict(cls: Type[B], data: Any, path: str = "body") -> B:
@@ -157,6 +164,9 @@ class Status(Body):
     state: str = wire(f.one_of(("online", "offline")))
     agent_version: str = wire(f.text(64))
     started_at: Optional[float] = wire(f.optional(f.float_in(0.0)), default=None)
+    # Why the agent rejects new jobs now (e.g. its outbox is full); None: it accepts them.
+    refusing_jobs: Optional[str] = wire(f.optional(f.text(1000)), default=None)
+    OMIT_NONE = frozenset({"refusing_jobs"})
 
 
 @dataclass
@@ -365,6 +375,13 @@ class Command(Body):
     target_cmd_id: Optional[str] = wire(f.optional(f.HEX32), default=None)
     mcu: Optional[McuSpec] = wire(f.optional(_nested(McuSpec)), default=None)
     adapt: Optional[AdaptSpec] = wire(f.optional(_nested(AdaptSpec)), default=None)
+    # HMAC-SHA256 by the device's key (protocol.auth); unsigned commands are byte-for-byte
+    # what agents without command signing expect.
+    sig: Optional[str] = wire(
+        f.optional(f.matching(f.SHA256_RE, "an HMAC-SHA256 as 64 lowercase hex digits")),
+        default=None,
+    )
+    OMIT_NONE = frozenset({"sig"})
 
     def check_rules(self, path: str) -> None:
         kinds = (

@@ -1,5 +1,5 @@
-"""The benchmark child: runs in a fresh ``spawn`` process so an untrusted model that crashes or
-hangs the runtime takes down only this process.
+"""The benchmark child: runs in a fresh process (forked by the fork server, or spawned) so an
+untrusted model that crashes or hangs the runtime takes down only this process.
 
 It talks to the parent over a one-way :func:`multiprocessing.Pipe`, sending tuples:
 
@@ -166,8 +166,14 @@ def _run(conn: Any, model_path: str, spec: Any) -> Dict[str, Any]:
     }
 
 
-def child_main(conn: Any, model_path: str, spec: Any) -> None:
-    """Process target: measure ``model_path`` per ``spec`` (a BenchSpec), report over ``conn``."""
+def child_main(
+    conn: Any, model_path: str, spec: Any, environ: Optional[Dict[str, str]] = None
+) -> None:
+    """Process target: measure ``model_path`` per ``spec`` (a BenchSpec), report over ``conn``.
+    ``environ`` replaces the inherited environment (a fork server's is from its own start)."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     try:
         conn.send(("done", _run(conn, model_path, spec)))
     except BenchFailure as exc:

@@ -11,6 +11,11 @@ child reported about itself (pid, effective CPU affinity, resolver, threads, inp
 timeout used and the measure phase's ``[start, end]`` on ``time.monotonic_ns``. ``raw_ns`` holds
 every measured run (unless ``spec.keep_raw`` is false) and ``stats`` is computed from it here, in
 the parent.
+
+Clock steps: every duration is measured on ``perf_counter``/``monotonic``, so a wall-clock step
+during the job (NTP on a board without an RTC) changes no timing; ``started_at``/``finished_at``
+are wall-clock stamps, and when they moved apart by more than the job took (a step beyond
+CLOCK_STEP_TOLERANCE_S) ``env_post["clock_step_s"]`` says by how much.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ POLL_S = 0.25
 EXIT_GRACE_S = 10.0
 TIMEOUT_MARGIN_S = 60.0
 CANCELLED = "cancelled"
+# Sampling periods the power sampler runs on after the measured window, so it is covered.
+SAMPLES_PAST_END = 3
+# NTP slews small offsets; anything past this is a step, recorded as env_post["clock_step_s"].
+CLOCK_STEP_TOLERANCE_S = 1.0
 
 
 def default_timeout(spec: BenchSpec) -> float:
@@ -112,6 +121,24 @@ class _ChildReport:
     reason: Optional[str] = None
 
 
+def _context() -> Any:
+    """The start method for benchmark children. A spawn child pays for a new interpreter and
+    numpy on every job (0.3 s on a 2-core x86 VM, seconds on a Pi), which dominated short
+    benchmarks; the fork server starts once with the child's imports preloaded and forks a
+    fresh single-threaded child per job. Spawn where there is no fork server."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Only the runtime load_runtime() would pick: two TFLite builds in one process may clash.
+    runtime = [m for _, m in RUNTIMES if importlib.util.find_spec(m.split(".")[0]) is not None]
+    # Each child runs the parent's main script again (multiprocessing's __main__ fix-up); for
+    # the `halo-agent` script that is `from agent.cli import main`, cheap once the daemon's
+    # imports are loaded. (agent.cli itself must not be: `python -m agent.cli` would warn.)
+    preload = [child_main.__module__, "numpy.random", *runtime[:1], "agent.daemon"]
+    ctx.set_forkserver_preload(preload)
+    return ctx
+
+
 def _supervise(
     model_path: str,
     spec: BenchSpec,
@@ -121,10 +148,14 @@ def _supervise(
 ) -> _ChildReport:
     report = _ChildReport()
     throttle = _Throttle(progress)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
     receiver, sender = ctx.Pipe(duplex=False)
+    # The fork server's environment is the one it started with: hand the child today's.
     proc = ctx.Process(
-        target=child_main, args=(sender, model_path, spec), name="halo-bench", daemon=True
+        target=child_main,
+        args=(sender, model_path, spec, dict(os.environ)),
+        name="halo-bench",
+        daemon=True,
     )
     deadline = time.monotonic() + timeout
     proc.start()
@@ -177,6 +208,13 @@ def _supervise(
         receiver.close()
 
 
+def clock_step_s(wall_s: float, monotonic_s: float) -> Optional[float]:
+    """How far the wall clock was stepped (NTP, an RTC-less board setting its time) while
+    ``monotonic_s`` passed, if by more than CLOCK_STEP_TOLERANCE_S; else None."""
+    step = wall_s - monotonic_s
+    return round(step, 3) if abs(step) > CLOCK_STEP_TOLERANCE_S else None
+
+
 def spec_problem(spec: BenchSpec, power: Optional[PowerConfig] = None) -> Optional[str]:
     """Why this agent cannot run a (protocol-valid) spec, or None."""
     if spec.min_runs > MAX_RUNS:
@@ -211,6 +249,12 @@ def _measure(
         timeout = spec.timeout_s if spec.timeout_s is not None else default_timeout(child_spec)
         run.start(child_spec.power_period_ms)
         report = _supervise(model_path, child_spec, timeout, progress, cancel)
+        if report.timings is not None:
+            # The integral needs a sample past the window's end: give the sampler a few
+            # periods before stopping it (a slow-starting child used to leave that by chance).
+            period_ms = child_spec.power_period_ms or power.period_ms
+            past_end_ns = report.timings["measure_end_ns"] + int(SAMPLES_PAST_END * period_ms * 1e6)
+            time.sleep(max(0.0, (past_end_ns - time.monotonic_ns()) / 1e9))
         log = run.stop()
         timings = report.timings
         window = None
@@ -232,7 +276,7 @@ def run_bench_job(
     cancel: Optional[threading.Event] = None,
     power: Optional[PowerConfig] = None,
 ) -> BenchResult:
-    """Benchmark ``model_path`` per ``spec`` in a spawn child; never raises for a bad model.
+    """Benchmark ``model_path`` per ``spec`` in a child process; never raises for a bad model.
 
     Setting ``cancel`` (checked every 0.25 s) kills the child: the result is failed with reason
     :data:`CANCELLED`. With ``spec.power`` other than ``none`` the power source from ``power``
@@ -240,7 +284,7 @@ def run_bench_job(
     ``energy``.
     """
     power = power or PowerConfig()
-    started_at = time.time()
+    started_at, started_mono = time.time(), time.monotonic()
     model_bytes = os.path.getsize(model_path) if os.path.isfile(model_path) else None
     env_pre = env_snapshot()
     reason = _precheck(model_path, spec, power)
@@ -250,6 +294,12 @@ def run_bench_job(
     else:
         report, energy, timeout = _measure(model_path, spec, power, progress, cancel)
     env_post = env_snapshot()
+    finished_at = time.time()
+    step = clock_step_s(finished_at - started_at, time.monotonic() - started_mono)
+    if step is not None:
+        # Timings are on perf_counter and unaffected; only the wall-clock stamps jumped.
+        env_post["clock_step_s"] = step
+        log.warning("the wall clock stepped %+.1f s during the benchmark", step)
     env_pre["process"] = dict(report.loaded.get("context", {}), timeout_s=timeout)
     if report.timings is not None:
         # The measure phase on the board's CLOCK_MONOTONIC: lines results up with other logs.
@@ -284,6 +334,6 @@ def run_bench_job(
         delegated=report.loaded.get("delegated", False),
         peak_rss_bytes=timings["peak_rss_bytes"] if ok else None,
         started_at=started_at,
-        finished_at=time.time(),
+        finished_at=finished_at,
         energy=energy if ok else None,
     )

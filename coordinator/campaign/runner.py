@@ -32,8 +32,11 @@ from protocol.errors import ProtocolError
 # A job the device reported failed, whose result has not arrived after this long, is settled
 # from the ack alone (the result may have been lost with a device's outbox).
 FAILED_GRACE_S = 60.0
-# A command still unacknowledged after this long is published again (same cmd_id).
-RESEND_S = 120.0
+# A job whose result has not arrived and about which nothing was heard for this long has its
+# command published again (same cmd_id): the device answers a command it knows with its state,
+# and one it finished by sending the result again. This recovers a command, an ack or a
+# result that a broker lost (killed before it saved them).
+RESEND_S = 20.0
 # Cycle times averaged for the ETA.
 ETA_WINDOW = 20
 
@@ -198,16 +201,14 @@ class Runner:
         state = dispatched.state if dispatched else "dispatched"
         if dispatched is not None and state in ("rejected", "cancelled"):
             self._retry_or_fail(job, f"{state} by the device: {dispatched.reason or '-'}", now)
-        elif (
-            dispatched is not None
-            and state == "failed"
-            and now - dispatched.updated_at > FAILED_GRACE_S
-        ):
-            self._retry_or_fail(job, f"failed on the device: {dispatched.reason or '-'}", now)
+        elif dispatched is not None and state == "failed":
+            if now - dispatched.updated_at > FAILED_GRACE_S:
+                self._retry_or_fail(job, f"failed on the device: {dispatched.reason or '-'}", now)
         elif state == "dispatched" and now > (job.sent_at or now) + self.ttl_s:
             self._retry_or_fail(job, "the device did not pick the command up in time", now)
-        elif state == "dispatched":
-            since = self.resent.get(job.cmd_id) or job.sent_at or now
+        else:  # dispatched, accepted, running, or done while its result is missing
+            heard = dispatched.updated_at if dispatched is not None else 0.0
+            since = max(self.resent.get(job.cmd_id, 0.0), job.sent_at or now, heard)
             if now - since > RESEND_S:
                 self.send(job.device, self.command(job))
                 self.resent[job.cmd_id] = now

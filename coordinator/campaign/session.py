@@ -3,6 +3,7 @@ the state and the runner."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,8 +110,13 @@ def drive(
     for cid in campaign_ids:
         st.claim(store, cid, driver, time.time())
     claimed = list(campaign_ids)
+    # A stored result ends the poll's wait: its device gets the next job at once.
+    arrived = threading.Event()
     try:
-        with farm.running_ingestor(store, broker), Controller(store, broker) as controller:
+        with (
+            farm.running_ingestor(store, broker, on_commit=lambda _: arrived.set()),
+            Controller(store, broker) as controller,
+        ):
             runners: dict[str, Runner] = {}
 
             def add(cid: str) -> None:
@@ -139,7 +145,8 @@ def drive(
                     for cid, runner in runners.items():
                         on_progress(cid, runner.progress())
                     last_progress = now
-                time.sleep(POLL_S)
+                arrived.wait(POLL_S)
+                arrived.clear()
     finally:
         for cid in claimed:
             st.release(store, cid, driver)

@@ -654,3 +654,40 @@ def test_adapt_job_end_to_end(peer, agent):
         lambda: agent.query("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL") == [(0,)],
         "the outbox drained",
     )
+
+
+def test_a_job_that_takes_the_board_down_three_times_fails_with_a_reason(peer, agent, tiny_model):
+    """A board that reboots (SIGKILL to the agent and its child) whenever it runs a job: the
+    job re-runs after each restart, and after the third it is failed with the reason, not run
+    a fourth time; no result is ever published for it."""
+    cmd_id = _hung_job(peer, agent, tiny_model)
+    for attempts in (2, 3):
+        agent.kill()
+        agent.start(peer, **{HANG_ENV: "1"})
+        wait_for(
+            lambda n=attempts: agent.query("SELECT state, attempts FROM jobs") == [("running", n)],
+            f"attempt {attempts} running",
+        )
+    agent.kill()
+    agent.start(peer, **{HANG_ENV: "1"})
+    failed = peer.wait_ack(cmd_id, "failed")
+    assert failed.reason == "the agent stopped 3 times while running this job"
+    assert agent.query("SELECT state, attempts FROM jobs") == [("failed", 3)]
+    assert peer.results == {}
+
+
+def test_a_repeated_command_for_a_finished_job_sends_its_result_again(peer, agent, tiny_model):
+    """The coordinator asks again when a result never reached it (a broker killed before it
+    saved it): the agent does not run the job again but publishes the same result again."""
+    agent.start(peer)
+    spec = bench_spec(tiny_model)
+    cmd_id = peer.command("bench", bench=spec)
+    peer.wait_ack(cmd_id, "done")
+    wait_for(lambda: peer.result_deliveries == 1, "the result")
+    (first,) = peer.results.values()
+    peer.command("bench", cmd_id=cmd_id, bench=spec)
+    wait_for(lambda: peer.result_deliveries == 2, "the result again")
+    assert list(peer.results) == [first.result_id]
+    assert peer.states(cmd_id).count("done") == 2
+    assert agent.query("SELECT state, attempts FROM jobs") == [("done", 1)]
+    assert "its result is sent again" in agent.log_text()

@@ -168,5 +168,17 @@ def test_prune_forgets_old_finished_jobs_only(queue):
     queue.enqueue(cmd(2), "bench", "{}")
     queue.finish(a.job_id, jq.CANCELLED)
     assert queue.prune(keep_s=3600) == 0
-    assert queue.prune(keep_s=-1) == 1
+    assert queue.prune(keep_s=-1, keep_newest=0) == 1
     assert queue.get(cmd(1)) is None and queue.get(cmd(2)) is not None
+
+
+def test_a_forward_clock_step_does_not_forget_recent_commands(queue):
+    """After a step of decades every finished job looks ancient; the newest stay deduped."""
+    for n in range(5):
+        job, _ = queue.enqueue(cmd(n), "bench", "{}")
+        queue.finish(job.job_id, jq.DONE)
+    decades = 50 * 365 * 24 * 3600.0
+    assert queue.prune(keep_s=-decades, keep_newest=3) == 2
+    assert [queue.get(cmd(n)) is None for n in range(5)] == [True, True, False, False, False]
+    again, created = queue.enqueue(cmd(4), "bench", "{}")
+    assert not created and again.state == jq.DONE

@@ -183,3 +183,16 @@ def test_sigkill_right_after_put_loses_nothing(db_path):
     reopened = Outbox(StateDB(db_path), window=100)
     assert [r.payload for r in reopened.claim()] == [b"result %d" % i for i in range(50)]
     reopened.db.close()
+
+
+def test_resend_puts_acked_results_back_in_line_and_nothing_else(box):
+    box.put("dev/job/a/result", b"r", kind="result", msg_id="r1")
+    box.put("dev/job/a/ack", b"a", kind="ack", msg_id="a1")
+    for row in box.claim():
+        box.bind(row.msg_id, {"r1": 1, "a1": 2}[row.msg_id])
+    box.mark_sent(box.on_puback(1), box.on_puback(2))
+    assert box.claim() == [] and box.depth() == 0
+    assert box.resend("dev/job/a/result", "dev/job/a/ack", "dev/job/b/result") == 1
+    [again] = box.claim()
+    assert (again.msg_id, again.payload, again.attempts) == ("r1", b"r", 1)
+    assert box.resend() == 0

@@ -180,9 +180,31 @@ def test_resume_resends_only_unacknowledged_commands_and_unacked_ones_again_late
     assert len(sent) == 3 and sent[-1][1].cmd_id == cmd.cmd_id
     store.record_ack(DEVICE, Ack(cmd.cmd_id, "accepted"), clock.t)
     assert again.resume() == 0
-    clock.t += RESEND_S + 1
+    clock.t += RESEND_S / 2
     again.step()
-    assert len(sent) == 3
+    assert len(sent) == 3  # heard from the device lately
+    clock.t += RESEND_S
+    again.step()
+    assert len(sent) == 4 and sent[-1][1].cmd_id == cmd.cmd_id  # silent since: asked again
+
+
+def test_a_job_done_without_its_result_is_asked_for_again(tmp_path):
+    """The broker acked the result to the device and was killed before saving it: the device
+    says done, the result never comes. The same command goes out again (the agent answers a
+    finished command by sending its result again) until the result arrives."""
+    store, clock, runner, sent = setup(tmp_path, n=1)
+    runner.step()
+    [(_, cmd)] = sent
+    store.record_dispatch(DEVICE, cmd, clock.t)
+    store.record_ack(DEVICE, Ack(cmd.cmd_id, "done"), clock.t)
+    clock.t += RESEND_S - 1
+    runner.step()
+    assert len(sent) == 1
+    clock.t += 2
+    runner.step()
+    assert len(sent) == 2 and sent[-1][1] == cmd
+    [job] = st.jobs(store, runner.campaign_id)
+    assert (job.state, job.attempt) == (st.SENT, 1)  # the same attempt, not a new one
 
 
 def test_a_rejected_command_is_retried_and_an_expired_one_too(tmp_path):
