@@ -249,10 +249,13 @@ def free_port() -> int:
 
 
 class Broker:
-    """A managed mosquitto with the production config on a free loopback port."""
+    """A managed mosquitto with the production config on a free loopback port; ``inflight``
+    overrides its max_inflight_messages (production: 100), the un-acked messages a consumer
+    may hold."""
 
-    def __init__(self, workdir: Path) -> None:
-        cfg = BrokerConfig(state_dir=workdir / "broker", port=free_port())
+    def __init__(self, workdir: Path, inflight: int | None = None) -> None:
+        extra = {} if inflight is None else {"max_inflight_messages": inflight}
+        cfg = BrokerConfig(state_dir=workdir / "broker", port=free_port(), **extra)
         self.host, self.port = cfg.host, cfg.port
         self._managed = ManagedBroker(cfg.state_dir)
         self._managed.start(cfg)

@@ -57,11 +57,11 @@ from pathlib import Path
 import paho.mqtt
 import paho.mqtt.client as mqtt
 import psutil
-from ingest_throughput import filesystem_of, free_port, result_payload
+from ingest_throughput import Broker, filesystem_of, result_payload
 from machine import machine_facts
 from report import print_rows, write_json
 
-from coordinator.broker import BrokerConfig, ManagedBroker, find_mosquitto, mosquitto_version
+from coordinator.broker import BrokerConfig, find_mosquitto, mosquitto_version
 from coordinator.store import Store
 from protocol import Heartbeat, device_topic, encode, make
 
@@ -285,22 +285,6 @@ class Fleet:
 
 
 # -- broker, ingest workers and stores -----------------------------------------------------
-
-
-class Broker:
-    """A managed mosquitto with the production config on a free loopback port; inflight is
-    its max_inflight_messages (production: 100), the un-acked messages each worker may hold."""
-
-    def __init__(self, workdir: Path, inflight: int) -> None:
-        cfg = BrokerConfig(state_dir=workdir / "broker", port=free_port(),
-                           max_inflight_messages=inflight)  # fmt: skip
-        self.host, self.port = cfg.host, cfg.port
-        self._managed = ManagedBroker(cfg.state_dir)
-        self._managed.start(cfg)
-        self.pid = self._managed.status().pid
-
-    def stop(self) -> None:
-        self._managed.stop()
 
 
 class Worker:
