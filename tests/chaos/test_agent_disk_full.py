@@ -81,9 +81,14 @@ def test_a_result_that_meets_a_full_disk_waits_in_the_agent_and_is_sent_once(
     peer.wait_ack(warm, "done")
     wait_for(lambda: len(peer.results) == 1, "the first result")
 
-    cmd_id = peer.command("bench", bench=bench_spec(tiny_model, min_seconds=3.0))
+    # Long enough that the disk is surely full before it ends, even when the "running" ack
+    # reaches the peer late on a loaded machine.
+    cmd_id = peer.command("bench", bench=bench_spec(tiny_model, min_seconds=12.0))
     peer.wait_ack(cmd_id, "running")
     _fsize(agent, 0)  # the disk is full before the measurement ends
+    assert agent.query("SELECT state FROM jobs ORDER BY seq DESC LIMIT 1") == [("running",)], (
+        "the benchmark ended before the disk was full: the test cannot show anything"
+    )
     wait_for(lambda: "cannot store the result of job" in agent.log_text(), "the logged error")
     assert "free space there" in agent.log_text()
     assert agent.proc.poll() is None  # the daemon is still up
