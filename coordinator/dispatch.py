@@ -46,8 +46,14 @@ def new_cmd_id() -> str:
     return uuid.uuid4().hex
 
 
+def new_command(kind: str, ttl_s: float = DEFAULT_COMMAND_TTL_S, **body: object) -> Command:
+    """A fresh command of ``kind`` (its body as keyword: bench=, mcu=, adapt=) expiring in
+    ``ttl_s``."""
+    return Command(cmd_id=new_cmd_id(), kind=kind, expires_at=time.time() + ttl_s, **body)
+
+
 def bench_command(spec: BenchSpec, ttl_s: float = DEFAULT_COMMAND_TTL_S) -> Command:
-    return Command(cmd_id=new_cmd_id(), kind="bench", expires_at=time.time() + ttl_s, bench=spec)
+    return new_command("bench", ttl_s, bench=spec)
 
 
 def command_blobs(data: object) -> set[str]:

@@ -17,7 +17,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,11 @@ import click
 
 from coordinator import farm
 from coordinator.connect import resolve_broker
-from coordinator.dispatch import DEFAULT_COMMAND_TTL_S, Controller, new_cmd_id
+from coordinator.dispatch import Controller, new_command
 from coordinator.errors import UserError
 from coordinator.farm_cli import broker_option, json_option, store_option
 from coordinator.store import AdaptRow, Store
-from protocol import AdaptSpec, Command, ProtocolError
+from protocol import AdaptSpec, ProtocolError
 from protocol.bodies import ADAPT_OPTIMIZERS, ADAPT_TASKS
 
 BASELINES = tuple(o for o in ADAPT_OPTIMIZERS if o != "halo")
@@ -206,8 +205,7 @@ def run(
             for seed in range(seeds):
                 spec = _spec_or_fail(**common, **blobs, seed=seed)
                 for dev in targets:
-                    command = Command(cmd_id=new_cmd_id(), kind="adapt", adapt=spec,
-                                      expires_at=time.time() + DEFAULT_COMMAND_TTL_S)  # fmt: skip
+                    command = new_command("adapt", adapt=spec)
                     controller.send(dev, command)
                     cmd_ids.append(command.cmd_id)
             jobs = farm.wait_for(store, broker, cmd_ids, farm.FINAL, wait_timeout)

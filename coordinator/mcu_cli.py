@@ -8,18 +8,17 @@ any benchmark (`halo-coord results`).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
 
 from coordinator import farm
 from coordinator.connect import BrokerTarget, resolve_broker
-from coordinator.dispatch import DEFAULT_COMMAND_TTL_S, Controller, new_cmd_id
+from coordinator.dispatch import Controller, new_command
 from coordinator.errors import UserError
 from coordinator.farm_cli import broker_option, json_option, results_table, store_option
 from coordinator.store import ResultRow, Store
-from protocol import Command, McuSpec, ProtocolError
+from protocol import McuSpec, ProtocolError
 
 
 def mcu_spec(dut: str, windows: int, min_window_s: float, warmups: int, power: str) -> McuSpec:
@@ -54,8 +53,7 @@ def run_mcu(
     with Controller(store, broker) as controller:
         cmd_ids = []
         for dev in targets:
-            command = Command(cmd_id=new_cmd_id(), kind="mcu", mcu=spec,
-                              expires_at=time.time() + DEFAULT_COMMAND_TTL_S)  # fmt: skip
+            command = new_command("mcu", mcu=spec)
             controller.send(dev, command)
             cmd_ids.append(command.cmd_id)
         jobs = farm.wait_for(store, broker, cmd_ids, farm.FINAL, timeout_s)
