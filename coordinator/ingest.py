@@ -110,6 +110,7 @@ class IngestStats:
     acked: int = 0
     errors: int = 0
     connects: int = 0
+    received: int = 0  # messages taken in (committed, waiting, or dropped while stopping)
     connected: bool = False
     subscribed: bool = False
     queued: int = 0
@@ -186,6 +187,13 @@ class Ingestor:
         self._stopping = False
         self._subscribe_mids: set[int] = set()
         self._ready = threading.Event()
+        # retire(): unsubscribed from everything, the session to be ended when drained
+        self._leaving = False
+        self._unsubscribe_mids: set[int] = set()
+        self._unsubscribed = threading.Event()
+        self._received = 0
+        self._last_received = time.monotonic()
+        self._dropped = 0  # arrived while stopping: not acked, the broker redelivers them
         self._writer: threading.Thread | None = None
         self._die_after = _env_int(DIE_AFTER_COMMIT_ENV)
         self._die_before = _env_int(DIE_BEFORE_COMMIT_ENV)
@@ -202,6 +210,7 @@ class Ingestor:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_unsubscribe = self._on_unsubscribe
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
 
@@ -235,6 +244,46 @@ class Ingestor:
     def stop(self, timeout: float = 30.0) -> None:
         """Commit and ack what has arrived, then disconnect. Messages arriving meanwhile stay
         un-acked: the broker redelivers them to this session next time."""
+        self._shutdown(timeout, end_session=False)
+
+    def retire(self, quiet_s: float = 3.0, timeout: float = 600.0) -> IngestStats:
+        """End this worker's session for good: unsubscribe from everything, store what the
+        broker still holds for the session (its share of the stream queued while the worker
+        was down), and once nothing has arrived for ``quiet_s`` and all is committed and
+        acked, disconnect with session expiry 0 so the broker deletes the session and stops
+        giving it a share. Call after start(). Raises TimeoutError, keeping the session (no
+        message is lost: the broker redelivers the rest), if that takes longer than
+        ``timeout`` or a message slipped in while stopping."""
+        deadline = time.monotonic() + timeout
+        self._leaving = True
+        if self._connected:
+            self._unsubscribe(self._client)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._shutdown(30.0, end_session=False)
+                raise TimeoutError(
+                    f"ingest session {self.client_id} did not drain within {timeout:.0f} s; "
+                    "it is kept (nothing lost) -- run the retirement again"
+                )
+            if self._unsubscribed.wait(min(left, 0.1)) and self._drained(quiet_s):
+                break
+        self._shutdown(30.0, end_session=True)
+        stats = self.stats()
+        if self._dropped:
+            raise TimeoutError(
+                f"{self._dropped} messages reached session {self.client_id} while it was "
+                "ending; it is kept (they will be redelivered) -- run the retirement again"
+            )
+        return stats
+
+    def _drained(self, quiet_s: float) -> bool:
+        with self._stats_lock:
+            committed = self._stats.messages
+        idle = time.monotonic() - self._last_received >= quiet_s
+        return self._connected and idle and committed == self._received
+
+    def _shutdown(self, timeout: float, end_session: bool) -> None:
         if self._writer is None:
             return
         self._stopping = True
@@ -245,9 +294,16 @@ class Ingestor:
                 "ingest writer did not finish within %.0f s; un-acked messages will be redelivered",
                 timeout,
             )
+            end_session = False
         else:
             self._ack_committed()
-        self._client.disconnect()
+        if end_session and self._dropped == 0 and self._received == self.stats().messages:
+            # MQTT 5 lets a client lower its session expiry at DISCONNECT: 0 ends the session.
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+            self._client.disconnect(properties=props)
+        else:
+            self._client.disconnect()
         self._client.loop_stop()
         self._writer = None
 
@@ -264,6 +320,7 @@ class Ingestor:
         snap.connected = self._connected
         snap.subscribed = self._ready.is_set()
         snap.queued = self._queue.qsize()
+        snap.received = self._received
         return snap
 
     # -- paho callbacks (network thread: never block here) -----------------------------------
@@ -285,12 +342,22 @@ class Ingestor:
             self.client_id,
             flags.session_present,
         )
+        if self._leaving:  # reconnected while retiring: take no new share
+            self._unsubscribe(client)
+            return
         # Always: a broker that lost its state has forgotten the subscriptions.
         self._subscribe_mids.clear()
         for filters in (SHARED_FILTERS, PLAIN_FILTERS):
             rc, mid = client.subscribe(list(filters))
             if rc == mqtt.MQTT_ERR_SUCCESS:
                 self._subscribe_mids.add(mid)
+
+    def _unsubscribe(self, client: mqtt.Client) -> None:
+        self._unsubscribed.clear()
+        self._unsubscribe_mids.clear()
+        rc, mid = client.unsubscribe([f for f, _ in (*SHARED_FILTERS, *PLAIN_FILTERS)])
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self._unsubscribe_mids.add(mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected = False
@@ -309,8 +376,21 @@ class Ingestor:
         if not self._subscribe_mids:
             self._ready.set()
 
+    def _on_unsubscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
+        # "No subscription existed" (17) is fine: a broker that lost its state has none.
+        refused = [str(rc) for rc in reason_code_list if rc.is_failure and rc.value != 17]
+        if refused:
+            self._note_error(f"broker refused to unsubscribe: {', '.join(refused)}")
+            return
+        self._unsubscribe_mids.discard(mid)
+        if not self._unsubscribe_mids:
+            self._unsubscribed.set()
+
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self._received += 1
+        self._last_received = time.monotonic()
         if self._stopping:
+            self._dropped += 1
             return  # not acked: redelivered to this session after the next connect
         if self._committed:
             self._ack_committed()

@@ -9,7 +9,8 @@ several, on a PostgreSQL store for several hosts) and they split the result stre
 shared subscription (docs/scaling.md). Each worker's name is its persistent MQTT session
 (client id ``halo-ingest-NAME``): the broker keeps queueing that worker's share while it is
 down, so a worker must come back under the same name, and two live workers need two names (a
-second one on the same host is refused).
+second one on the same host is refused). ``--retire`` ends a worker name for good: it stores
+what the broker still holds for that session, then has the broker delete the session.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from coordinator.store import Store
 
 log = logging.getLogger("halo-coord.serve")
 HEALTH_EVERY_S = 10.0
+RETIRE_CONNECT_S = 60.0  # --retire gives up (one line, exit 2) if the broker stays away
+RETIRE_QUIET_S = 3.0  # nothing new for this long after unsubscribing: the session is drained
 _WORKER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -151,6 +154,23 @@ def run_ingest_only(store: Store, broker: BrokerTarget, worker: str) -> IngestSt
     return ingestor.stats()
 
 
+def retire_worker(store: Store, broker: BrokerTarget, worker: str) -> IngestStats:
+    """Drain the worker's session into the store, then end it on the broker."""
+    ingestor = farm.ingestor(store, broker, name=worker)
+    ingestor.start()
+    if not ingestor.wait_ready(RETIRE_CONNECT_S):
+        error = ingestor.stats().last_error or "no answer"
+        ingestor.stop()
+        raise UserError(
+            f"--retire: could not reach the broker at {broker.url} within "
+            f"{RETIRE_CONNECT_S:.0f} s ({error}); nothing changed"
+        )
+    try:
+        return ingestor.retire(quiet_s=RETIRE_QUIET_S)
+    except TimeoutError as exc:
+        raise UserError(f"--retire: {exc}") from None
+
+
 @click.command()
 @click.option(
     "--campaign",
@@ -169,12 +189,20 @@ def run_ingest_only(store: Store, broker: BrokerTarget, worker: str) -> IngestSt
     metavar="NAME",
     help="This ingest worker's name, distinct per worker and kept across restarts.",
 )
+@click.option(
+    "--retire",
+    is_flag=True,
+    help="With --ingest-only --worker NAME: store what the broker still holds for that "
+    "worker, then end its session for good, so the others get the whole stream. Stop the "
+    "worker first.",
+)
 @broker_option
 @store_option
 def serve(
     files: tuple[Path, ...],
     ingest_only: bool,
     worker: str | None,
+    retire: bool,
     broker_url: str | None,
     store_path: Path | str | None,
 ) -> None:
@@ -188,6 +216,7 @@ def serve(
     Example:
       halo-coord serve --campaign nb201-weekly.toml --campaign fbnet-nightly.toml
       halo-coord serve --ingest-only --worker ingest-2 --store postgresql://halo@db/halofarm
+      halo-coord serve --ingest-only --worker ingest-3 --retire   # ingest-3 leaves the group
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if ingest_only:
@@ -201,10 +230,16 @@ def serve(
             raise UserError(f"--worker must be 1-64 letters, digits, '_', '.', '-', got {worker!r}")
         broker = resolve_broker(broker_url)
         with Store(store_path) as store, ingest_session(broker, worker, store.location):
-            stats = run_ingest_only(store, broker, worker)
-        log.info("stopped: %s", _stats_line(stats))
+            if retire:
+                stats = retire_worker(store, broker, worker)
+                log.info("worker %s retired, its session ended: %s", worker, _stats_line(stats))
+            else:
+                stats = run_ingest_only(store, broker, worker)
+                log.info("stopped: %s", _stats_line(stats))
         click.echo(json.dumps(stats.to_dict()))
         return
+    if retire:
+        raise UserError("--retire ends an ingest worker: use it with --ingest-only --worker NAME")
     if worker is not None:
         raise UserError("--worker names an --ingest-only worker; `serve` ingests as 'main'")
     broker = resolve_broker(broker_url)

@@ -10,8 +10,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from coordinator.store import Store
@@ -129,6 +131,8 @@ def test_two_ingest_only_workers_store_every_result_once(
         (["--ingest-only", "--worker", "a b"], "--worker must be 1-64 letters"),
         (["--ingest-only", "--worker", "w", "--campaign", __file__], "drop --campaign"),
         (["--worker", "w"], "--worker names an --ingest-only worker"),
+        (["--retire"], "--retire ends an ingest worker"),
+        (["--ingest-only", "--retire"], "--ingest-only needs --worker NAME"),
     ],
 )
 def test_serve_ingest_only_option_errors_are_one_line(args, message, tmp_path: Path) -> None:
@@ -161,3 +165,67 @@ def test_a_second_live_worker_of_the_same_name_is_refused(mosquitto, tmp_path: P
     finally:
         for w in workers:
             w.kill()
+
+
+def test_a_retired_worker_hands_its_queued_share_over_and_leaves_the_group(
+    mosquitto, tmp_path: Path
+) -> None:
+    """A stopped worker's persistent session keeps its share of the stream (mosquitto gives
+    offline members of a shared group their turn). `--retire` stores that share and ends the
+    session, so from then on the live worker gets every result."""
+    store = str(tmp_path / "store.sqlite")
+    Store(store).close()
+    (tmp_path / "retire").mkdir()
+    workers = [Worker(f"w{i}", mosquitto.url, store, tmp_path) for i in (1, 2)]
+    device = FakeDevice(mosquitto.host, mosquitto.port, name=DEVICES[0])
+    try:
+        wait_until(lambda: all(w.subscribed() for w in workers), what="workers subscribed")
+        workers[0].stop()
+        first = [result_message(device.name, i) for i in range(40)]
+        for message in first:
+            device.send(message)
+        with Store(store) as db:
+            wait_until(lambda: db.count_results() >= 10, what="the live worker's share stored")
+            counts = [db.count_results()]
+            while len(counts) < 5 or counts[-1] != counts[-5]:  # settled: 1 s without news
+                time.sleep(0.25)
+                counts.append(db.count_results())
+            held = len(first) - counts[-1]
+            assert held > 0, "the stopped worker's session got no share: nothing to retire"
+            out = subprocess.run(
+                [sys.executable, "-m", "coordinator", "serve", "--ingest-only", "--worker",
+                 "w1", "--retire", "--broker", mosquitto.url, "--store", store],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            assert "worker w1 retired" in out.stderr
+            retired = json.loads(out.stdout.splitlines()[-1])
+            assert retired["results_inserted"] == held and retired["errors"] == 0, retired
+            assert db.count_results() == len(first)
+            # The group has one member now: every new result reaches the live worker.
+            late = [result_message(device.name, 100 + i) for i in range(20)]
+            for message in late:
+                device.send(message)
+            wait_until(lambda: db.count_results() == len(first) + len(late), what="late stored")
+            stored = {r.result_id for r in db.results()}
+        live = workers[1].stop()
+    finally:
+        device.close()
+        for w in workers:
+            w.kill()
+    assert stored == {m[2].body.result_id for m in first + late}
+    assert live["results_inserted"] == len(first) + len(late) - held
+    # The session is gone: connecting under its client id finds none.
+    probe = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="halo-ingest-w1", protocol=mqtt.MQTTv5
+    )
+    present = []
+    probe.on_connect = lambda c, u, flags, rc, p: present.append(flags.session_present)
+    probe.connect(mosquitto.host, mosquitto.port, clean_start=False)
+    probe.loop_start()
+    try:
+        wait_until(lambda: bool(present), what="probe connected")
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+    assert present == [False]
