@@ -143,6 +143,9 @@ def devices(broker_url: str | None, store_path: Path | None, as_json: bool) -> N
             ],
         )
     )
+    for r in rows:
+        if r.refusing_jobs:
+            click.echo(f"{r.device} refuses new jobs: {r.refusing_jobs}")
 
 
 def spec_factory(**settings) -> Callable[[str, str], BenchSpec]:

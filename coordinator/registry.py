@@ -72,6 +72,7 @@ class DeviceSummary:
     queue_depth: int | None
     outbox_depth: int | None
     running_job: str | None
+    refusing_jobs: str | None  # why an online device turns new jobs away (None: it takes them)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +110,7 @@ def summarize(
         queue_depth=hb.get("queue_depth"),
         outbox_depth=hb.get("outbox_depth"),
         running_job=hb.get("running_job"),
+        refusing_jobs=record.refusing_jobs if record.status == ONLINE else None,
     )
 
 

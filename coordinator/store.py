@@ -351,6 +351,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX adapt_results_device ON adapt_results (device, received_at)",
         "CREATE INDEX adapt_results_cmd ON adapt_results (cmd_id)",
     ),
+    # Why an online device turns jobs away (its retained status says, e.g. "outbox full");
+    # NULL while it takes them.
+    4: ("ALTER TABLE devices ADD COLUMN refusing_jobs TEXT",),
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -528,6 +531,7 @@ class DeviceRecord:
     caps_at: float | None
     last_hb: dict[str, Any] | None
     hb_at: float | None
+    refusing_jobs: str | None = None
 
 
 @dataclass
@@ -1130,12 +1134,13 @@ class Store:
         at = time.time() if at is None else at
         with self.transaction():
             self._db.execute(
-                "INSERT INTO devices (device, status, status_at, status_msg_id, agent_version) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+                "INSERT INTO devices (device, status, status_at, status_msg_id, agent_version, "
+                "refusing_jobs) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
                 "status = excluded.status, status_at = excluded.status_at, "
-                "status_msg_id = excluded.status_msg_id, agent_version = excluded.agent_version "
+                "status_msg_id = excluded.status_msg_id, agent_version = excluded.agent_version, "
+                "refusing_jobs = excluded.refusing_jobs "
                 "WHERE devices.status_msg_id IS NOT excluded.status_msg_id",
-                (env.device, body.state, at, env.msg_id, body.agent_version),
+                (env.device, body.state, at, env.msg_id, body.agent_version, body.refusing_jobs),
             )
 
     def record_caps(self, env: Envelope, at: float | None = None) -> None:
@@ -1324,12 +1329,12 @@ class Store:
     def devices(self) -> list[DeviceRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT device, status, status_at, agent_version, caps, caps_at, last_hb, hb_at "
-                "FROM devices ORDER BY device"
+                "SELECT device, status, status_at, agent_version, caps, caps_at, last_hb, hb_at, "
+                "refusing_jobs FROM devices ORDER BY device"
             ).fetchall()
         return [
-            DeviceRecord(d, st, st_at, ver, _loads(caps), caps_at, _loads(hb), hb_at)
-            for d, st, st_at, ver, caps, caps_at, hb, hb_at in rows
+            DeviceRecord(d, st, st_at, ver, _loads(caps), caps_at, _loads(hb), hb_at, refusing)
+            for d, st, st_at, ver, caps, caps_at, hb, hb_at, refusing in rows
         ]
 
     def jobs(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from coordinator.registry import (
     summarize,
 )
 from coordinator.store import DeviceRecord, Store
+from protocol import Status, device_topic, encode, make
 from tests.coordinator.test_ingest_support import caps_message, hb_message, status_message
 
 HB = 10.0  # heartbeat interval in these tests; stale after 3 x 10 s
@@ -80,3 +85,39 @@ def test_summary_of_a_device_known_only_by_caps() -> None:
     row = summarize(rec, now=10.0)
     assert (row.health, row.board, row.last_seen_s, row.temp_max_c) == (UNKNOWN, "nucleo",
                                                                          None, None)  # fmt: skip
+
+
+def refusing_status(device: str, reason: str | None, state: str = "online"):
+    body = Status(state=state, agent_version="0.1.0", started_at=time.time(), refusing_jobs=reason)
+    env = make(body, device)
+    return device_topic(device, "status"), encode(env), env
+
+
+def test_a_device_refusing_jobs_says_why_until_it_takes_them_again(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record_status(refusing_status("pi", "outbox full (256 MiB)")[2], at=1000.0)
+        (row,) = device_table(store.devices(), now=1001.0, hb_interval_s=HB)
+        assert row.refusing_jobs == "outbox full (256 MiB)"
+        store.record_status(refusing_status("pi", None)[2], at=1002.0)
+        (row,) = device_table(store.devices(), now=1003.0, hb_interval_s=HB)
+        assert row.refusing_jobs is None
+        # An offline device takes nothing anyway: its last reason would only mislead.
+        store.record_status(refusing_status("pi", "outbox full")[2], at=1004.0)
+        store.record_status(refusing_status("pi", None, "offline")[2], at=1005.0)
+        (row,) = device_table(store.devices(), now=1006.0, hb_interval_s=HB)
+        assert (row.health, row.refusing_jobs) == (OFFLINE, None)
+
+
+def test_devices_command_shows_the_refusal(tmp_path: Path, mosquitto) -> None:
+    store_path = tmp_path / "s.sqlite"
+    with Store(store_path) as store:
+        store.record_status(refusing_status("pi-full", "outbox full (256 MiB)")[2])
+        store.record_status(status_message("pi-ok")[2])
+    out = subprocess.run(
+        [sys.executable, "-m", "coordinator", "devices", "--broker", mosquitto.url,
+         "--store", str(store_path)],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "pi-full refuses new jobs: outbox full (256 MiB)" in out.stdout
+    assert "pi-ok refuses" not in out.stdout
