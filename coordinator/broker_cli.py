@@ -116,6 +116,7 @@ def start(port, host, password_file, local_port, binary, state_dir, as_json):
             password_file=password_file,
         )
     st = managed.start(cfg, binary)
+    _warn_expiry(secure)
     if as_json:
         click.echo(json.dumps(st.to_dict()))
     elif st.already_running:
@@ -125,6 +126,12 @@ def start(port, host, password_file, local_port, binary, state_dir, as_json):
         if st.local_port is not None:
             click.echo(f"coordinator listener: mqtts://127.0.0.1:{st.local_port}")
         click.echo(f"state: {st.state_dir}")
+
+
+def _warn_expiry(setup: SecureSetup) -> None:
+    if setup.exists():
+        for line in setup.expiry_warnings():
+            click.echo(f"halo-coord: warning: {line}", err=True)
 
 
 @broker.command()
@@ -170,7 +177,9 @@ def secure(names, renew_cert, state_dir, as_json):
 @json_option
 def status(state_dir, as_json):
     """Show whether the broker runs, where, since when, and which mosquitto."""
-    st = _broker(state_dir).status()
+    managed = _broker(state_dir)
+    st = managed.status()
+    _warn_expiry(SecureSetup(managed.state_dir))
     if as_json:
         click.echo(json.dumps(st.to_dict()))
         return

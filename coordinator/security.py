@@ -21,12 +21,15 @@ its output in tests/security), so no mosquitto binary is needed to add a device.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
 SECURE_DIRNAME = "secure"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+CERT_WARN_DAYS = 30  # `broker start`/`status` warn this long before a certificate expires
 # Topics an agent subscribes to; it publishes on every other leaf of its own subtree.
 DEVICE_READS = ("cmd", "blob_data")
 
@@ -113,6 +117,18 @@ class SecureSetup:
         self.acl_file = self.dir / "acl"
         self.coordinator_file = self.dir / "coordinator.json"
         self.devices_file = self.dir / "devices.json"
+        self.lock_file = self.dir / ".lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time: two `device add` at once would each save the device list
+        they read, and the later one would drop the other's device."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def exists(self) -> bool:
         return self.coordinator_file.is_file()
@@ -133,6 +149,10 @@ class SecureSetup:
         asked or when a name is missing from it."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
+        with self._locked():
+            return self._init(names, renew_cert)
+
+    def _init(self, names: list[str], renew_cert: bool) -> list[str]:
         wanted = list(dict.fromkeys([*names, *default_names()]))
         if not self.ca_file.is_file():
             ca = tlsgen.make_ca()
@@ -165,6 +185,10 @@ class SecureSetup:
             )
         if device_id == COORDINATOR_USER:
             raise SecurityError(f"{COORDINATOR_USER!r} is the coordinator's own user name")
+        with self._locked():
+            return self._add_device(device_id)
+
+    def _add_device(self, device_id: str) -> NewDevice:
         devices = self._devices()
         if device_id in devices:
             raise SecurityError(
@@ -181,10 +205,11 @@ class SecureSetup:
         return new
 
     def remove_device(self, device_id: str) -> None:
-        devices = self.require()._devices()
-        if devices.pop(device_id, None) is None:
-            raise SecurityError(f"no device {device_id} in {self.devices_file}")
-        self._save_devices(devices)
+        with self.require()._locked():
+            devices = self._devices()
+            if devices.pop(device_id, None) is None:
+                raise SecurityError(f"no device {device_id} in {self.devices_file}")
+            self._save_devices(devices)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -195,6 +220,32 @@ class SecureSetup:
 
     def devices(self) -> list[str]:
         return sorted(self._devices())
+
+    def expiry_warnings(self, now: float | None = None) -> list[str]:
+        """One line per certificate (server, CA) that has expired or expires within
+        CERT_WARN_DAYS, saying what to run. Boards refuse an expired broker certificate, so
+        the whole farm would go quiet."""
+        now = time.time() if now is None else now
+        out = []
+        for what, path, fix in (
+            ("server certificate", self.cert_file,
+             "`halo-coord broker secure --renew-cert`, then restart the broker"),
+            ("CA certificate", self.ca_file,
+             "move secure/ aside, `halo-coord broker secure` and give every board the new CA "
+             "file and credentials"),
+        ):  # fmt: skip
+            if not path.is_file():
+                continue
+            end = tlsgen.cert_not_after(path.read_bytes())
+            days = (end.timestamp() - now) / 86400
+            when = end.strftime("%Y-%m-%d %H:%M UTC")
+            if days <= 0:
+                out.append(f"the broker's {what} ({path}) expired on {when}; boards cannot "
+                           f"connect: {fix}")  # fmt: skip
+            elif days <= CERT_WARN_DAYS:
+                out.append(f"the broker's {what} ({path}) expires on {when}, in {days:.0f} "
+                           f"days: {fix}")  # fmt: skip
+        return out
 
     def command_key(self, device_id: str) -> bytes | None:
         entry = self._devices().get(device_id)

@@ -123,3 +123,13 @@ def cert_names(cert_pem: bytes) -> list[str]:
     cert = x509.load_pem_x509_certificate(cert_pem)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return [str(name.value) for name in san]
+
+
+def cert_not_after(cert_pem: bytes) -> datetime.datetime:
+    """When a certificate stops being valid (UTC)."""
+    x509 = _crypto()[0]
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        return cert.not_valid_after_utc
+    except AttributeError:  # cryptography < 42
+        return cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)

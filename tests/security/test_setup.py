@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,52 @@ def test_device_url_defaults_to_the_first_given_name(tmp_path):
     run_cli("broker", "secure", "--name", "10.1.2.3", "--state-dir", str(state))
     out = run_cli("device", "add", "pi-02", "--state-dir", str(state))
     assert 'url = "mqtts://10.1.2.3:8883"' in out
+
+
+def test_devices_added_at_the_same_time_are_all_kept(tmp_path):
+    """Each `device add` reads the device list, adds one and writes it back; without a lock
+    two at once both write what they read, and one device is lost."""
+    import threading
+
+    state = tmp_path / "halofarm"
+    run_cli("broker", "secure", "--state-dir", str(state))
+    names = [f"pi-{i:02d}" for i in range(12)]
+    start = threading.Barrier(len(names))
+    errors = []
+
+    def add(name: str) -> None:
+        setup = SecureSetup(state / "broker")  # its own, like a separate process
+        start.wait()
+        try:
+            setup.add_device(name)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    setup = SecureSetup(state / "broker")
+    assert setup.devices() == names
+    users = [line.split(":")[0] for line in setup.passwd_file.read_text().splitlines()]
+    assert users == ["halo-coordinator", *names]
+
+
+def test_broker_status_warns_before_the_server_certificate_expires(tmp_path, capsys, monkeypatch):
+    from coordinator import tlsgen
+
+    state = tmp_path / "halofarm"
+    run_cli("broker", "secure", "--state-dir", str(state))
+    code, out = run_main(capsys, "broker", "status", "--state-dir", str(state))
+    assert code in (0, None) and "warning" not in out  # a fresh 2-year certificate
+    monkeypatch.setattr(tlsgen, "SERVER_DAYS", 10)
+    run_cli("broker", "secure", "--renew-cert", "--state-dir", str(state))
+    code, out = run_main(capsys, "broker", "status", "--state-dir", str(state))
+    (warning,) = [line for line in out.splitlines() if "warning" in line]
+    assert "server certificate" in warning and "in 10 days" in warning
+    assert "halo-coord broker secure --renew-cert" in warning
+    setup = SecureSetup(state / "broker")
+    (expired,) = setup.expiry_warnings(now=time.time() + 11 * 86400)
+    assert "expired on" in expired and "boards cannot connect" in expired
