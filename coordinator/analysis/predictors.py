@@ -18,8 +18,8 @@ Methods (names as in the `halo-coord predict --method` contract):
   (Spearman) is the proxy; its linear one-hot model of log latency (fitted on all its data) is
   transferred: log target = c + a * proxy_model + onehot . delta, with delta strongly
   L2-penalised (lambda by LOO).
-* `auto`: the method among the above with the smallest LOO RMSE of log latency on the k
-  samples (lut included when a table is given).
+* `auto`: the mean of help, nnls and flops (and lut when a table is given) in log latency,
+  each weighted by the inverse of its LOO MSE of log latency on the k samples (see `Auto`).
 * `help`: HELP's few-shot setting, meta-learned across the sources as a Bayesian low-rank
   model (see `Help`); its intervals widen with the posterior variance per arch.
 * `lut`: Single-Path NAS / FBNet per-layer lookup table. The table (op arch -> ms, the
@@ -492,19 +492,23 @@ class Lut(Predictor):
 
 
 class Auto(Predictor):
-    """An ensemble: the log-latency predictions of help and nnls (and lut when a per-layer
-    table is given), weighted by the inverse of each one's leave-one-out MSE on the samples.
+    """An ensemble: the log-latency predictions of help, nnls and flops (and lut when a
+    per-layer table is given), weighted by the inverse of each one's leave-one-out MSE on the
+    samples.
 
     help and nnls are the best single methods across boards but err differently (help through
     its low-rank factors and features, nnls through a non-negative mix of whole source
-    columns), so their mean ranks better than either: over leave-one-device-out on HELP's
-    tables at k = 10 it gains ~0.003 Spearman on average and up to ~0.08 on the boards where
-    one of them fails (benchmarks/predictors.py). When none of the members can run, the
-    candidate with the smallest leave-one-out error among the others stands in."""
+    columns), so their mean ranks better than either. flops joins them for the boards no
+    source resembles, where latency simply follows MACs (phones running fbnet: MACs rank
+    0.95 on pixel3 where help and nnls reach 0.88); on the GPUs, where MACs rank poorly, its
+    leave-one-out error keeps its weight small. Over leave-one-device-out on HELP's tables at
+    k = 10 (benchmarks/predictors.py) the three-way mean gains over the best member on
+    average and most on the boards where single methods fail. When none of the members can
+    run, the candidate with the smallest leave-one-out error among the others stands in."""
 
     name = "auto"
-    MEMBERS = ("help", "nnls", "lut")
-    FALLBACKS = ("ridge", "adaproxy", "flops")
+    MEMBERS = ("help", "nnls", "flops", "lut")
+    FALLBACKS = ("ridge", "adaproxy")
 
     def __init__(self, space: str, seed: int = 0, table: Mapping[str, float] | None = None):
         super().__init__(space, seed)
