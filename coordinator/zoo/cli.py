@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -84,9 +85,7 @@ def _write(specs: list, out_dir: Path, label: str, as_json: bool) -> None:
     written, rows = 0, []
     with (
         gen,
-        click.progressbar(
-            specs, label=label, file=click.get_text_stream("stderr"), show_pos=True
-        ) as bar,
+        click.progressbar(specs, label=label, file=sys.stderr, show_pos=True) as bar,
     ):
         for spec in bar:
             try:
@@ -255,7 +254,7 @@ def verify(directory, as_json, timeout):
     with (
         Verifier(timeout) as verifier,
         click.progressbar(
-            list(rows.values()), label="verify", file=click.get_text_stream("stderr"), show_pos=True
+            list(rows.values()), label="verify", file=sys.stderr, show_pos=True
         ) as bar,
     ):
         for row in bar:
