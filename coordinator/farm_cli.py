@@ -15,7 +15,7 @@ from coordinator import farm
 from coordinator.connect import BrokerTarget, resolve_broker
 from coordinator.dispatch import Controller
 from coordinator.errors import UserError
-from coordinator.registry import device_table
+from coordinator.registry import clock_warning, device_table
 from coordinator.render import table
 from coordinator.store import RESULT_COLUMNS, ResultRow, Store, is_postgres
 from protocol.bodies import BenchSpec
@@ -146,6 +146,9 @@ def devices(broker_url: str | None, store_path: Path | None, as_json: bool) -> N
     for r in rows:
         if r.refusing_jobs:
             click.echo(f"{r.device} refuses new jobs: {r.refusing_jobs}")
+        warning = clock_warning(r)
+        if warning:
+            click.echo(warning)
 
 
 def spec_factory(**settings) -> Callable[[str, str], BenchSpec]:

@@ -29,6 +29,9 @@ UNKNOWN = "unknown"
 STALE_FACTOR = 3.0
 # The agent's default heartbeat period; pass the farm's own when it differs.
 DEFAULT_HB_INTERVAL_S = 15.0
+# A clock further off than this is worth a warning in `devices`: well above what a heartbeat's
+# trip through a busy broker adds, and the HMAC check allows 120 s.
+CLOCK_WARN_S = 10.0
 
 
 def health(
@@ -73,6 +76,7 @@ class DeviceSummary:
     outbox_depth: int | None
     running_job: str | None
     refusing_jobs: str | None  # why an online device turns new jobs away (None: it takes them)
+    clock_offset_s: float | None  # its clock minus this coordinator's, at its last heartbeat
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +115,23 @@ def summarize(
         outbox_depth=hb.get("outbox_depth"),
         running_job=hb.get("running_job"),
         refusing_jobs=record.refusing_jobs if record.status == ONLINE else None,
+        clock_offset_s=None if record.clock_offset_s is None else round(record.clock_offset_s, 1),
+    )
+
+
+def clock_warning(row: DeviceSummary, limit_s: float = CLOCK_WARN_S) -> str | None:
+    """What a device's clock offset means for its commands and results, if it matters."""
+    off = row.clock_offset_s
+    if off is None or abs(off) <= limit_s:
+        return None
+    if off > 0:
+        effect = "commands expire early on it (or are rejected as expired)"
+    else:
+        effect = "expired commands still run on it"
+    return (
+        f"{row.device}'s clock is {abs(off):.0f} s {'ahead of' if off > 0 else 'behind'} this "
+        f"coordinator's: {effect}, and its result timestamps are off; sync it (NTP, e.g. "
+        "`timedatectl set-ntp true`)"
     )
 
 

@@ -352,8 +352,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX adapt_results_cmd ON adapt_results (cmd_id)",
     ),
     # Why an online device turns jobs away (its retained status says, e.g. "outbox full");
-    # NULL while it takes them.
-    4: ("ALTER TABLE devices ADD COLUMN refusing_jobs TEXT",),
+    # NULL while it takes them. How far the device's clock is ahead of the coordinator's, from
+    # its last heartbeat (sent time minus received time; heartbeats are never queued).
+    4: (
+        "ALTER TABLE devices ADD COLUMN refusing_jobs TEXT",
+        "ALTER TABLE devices ADD COLUMN clock_offset_s REAL",
+    ),
 }
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -532,6 +536,7 @@ class DeviceRecord:
     last_hb: dict[str, Any] | None
     hb_at: float | None
     refusing_jobs: str | None = None
+    clock_offset_s: float | None = None  # device clock minus coordinator clock, last heartbeat
 
 
 @dataclass
@@ -1151,7 +1156,14 @@ class Store:
     def record_hb(self, env: Envelope, at: float | None = None) -> None:
         if not isinstance(env.body, Heartbeat):
             raise TypeError(f"expected a hb envelope, got type {env.type!r}")
-        self._upsert_device(env.device, "last_hb", "hb_at", env.body.to_dict(), at)
+        at = time.time() if at is None else at
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO devices (device, last_hb, hb_at, clock_offset_s) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (device) DO UPDATE SET last_hb = excluded.last_hb, "
+                "hb_at = excluded.hb_at, clock_offset_s = excluded.clock_offset_s",
+                (env.device, _json(env.body.to_dict()), at, env.created_at - at),
+            )
 
     def _upsert_device(
         self, device: str, column: str, at_column: str, data: dict, at: float | None
@@ -1330,11 +1342,11 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 "SELECT device, status, status_at, agent_version, caps, caps_at, last_hb, hb_at, "
-                "refusing_jobs FROM devices ORDER BY device"
+                "refusing_jobs, clock_offset_s FROM devices ORDER BY device"
             ).fetchall()
         return [
-            DeviceRecord(d, st, st_at, ver, _loads(caps), caps_at, _loads(hb), hb_at, refusing)
-            for d, st, st_at, ver, caps, caps_at, hb, hb_at, refusing in rows
+            DeviceRecord(d, st, st_at, ver, _loads(caps), caps_at, _loads(hb), *rest)
+            for d, st, st_at, ver, caps, caps_at, hb, *rest in rows
         ]
 
     def jobs(

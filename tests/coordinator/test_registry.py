@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from coordinator.registry import (
+    CLOCK_WARN_S,
     OFFLINE,
     ONLINE,
     STALE,
     UNKNOWN,
+    clock_warning,
     device_table,
     health,
     summarize,
@@ -108,11 +111,34 @@ def test_a_device_refusing_jobs_says_why_until_it_takes_them_again(tmp_path: Pat
         assert (row.health, row.refusing_jobs) == (OFFLINE, None)
 
 
-def test_devices_command_shows_the_refusal(tmp_path: Path, mosquitto) -> None:
+def hb_sent_at(device: str, sent_at: float):
+    return dataclasses.replace(hb_message(device)[2], created_at=sent_at)
+
+
+def test_clock_offset_comes_from_the_last_heartbeat(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record_hb(hb_sent_at("ahead", 5000.0 + 3600.0), at=5000.0)
+        store.record_hb(hb_sent_at("behind", 5000.0 - 86400.0), at=5000.0)
+        store.record_hb(hb_sent_at("fine", 5000.0 - 0.3), at=5000.0)
+        ahead, behind, fine = device_table(store.devices(), now=5001.0, hb_interval_s=HB)
+        assert (ahead.clock_offset_s, behind.clock_offset_s, fine.clock_offset_s) == (
+            3600.0, -86400.0, -0.3)  # fmt: skip
+        assert "3600 s ahead of" in clock_warning(ahead) and "expire early" in clock_warning(ahead)
+        assert "86400 s behind" in clock_warning(behind)
+        assert "expired commands still run" in clock_warning(behind)
+        assert clock_warning(fine) is None
+        # The newest heartbeat counts: once NTP fixed the board, the warning goes.
+        store.record_hb(hb_sent_at("ahead", 6000.0 + CLOCK_WARN_S / 2), at=6000.0)
+        ahead = device_table(store.devices(), now=6001.0, hb_interval_s=HB)[0]
+        assert clock_warning(ahead) is None
+
+
+def test_devices_command_shows_the_refusal_and_the_clock(tmp_path: Path, mosquitto) -> None:
     store_path = tmp_path / "s.sqlite"
     with Store(store_path) as store:
         store.record_status(refusing_status("pi-full", "outbox full (256 MiB)")[2])
         store.record_status(status_message("pi-ok")[2])
+        store.record_hb(hb_sent_at("pi-ok", time.time() - 7200))
     out = subprocess.run(
         [sys.executable, "-m", "coordinator", "devices", "--broker", mosquitto.url,
          "--store", str(store_path)],
@@ -121,3 +147,5 @@ def test_devices_command_shows_the_refusal(tmp_path: Path, mosquitto) -> None:
     assert out.returncode == 0, out.stderr
     assert "pi-full refuses new jobs: outbox full (256 MiB)" in out.stdout
     assert "pi-ok refuses" not in out.stdout
+    assert "pi-ok's clock is 7200 s behind this coordinator's" in out.stdout
+    assert "pi-full's clock" not in out.stdout
