@@ -134,7 +134,13 @@ def _context() -> Any:
     # Each child runs the parent's main script again (multiprocessing's __main__ fix-up); for
     # the `halo-agent` script that is `from agent.cli import main`, cheap once the daemon's
     # imports are loaded. (agent.cli itself must not be: `python -m agent.cli` would warn.)
-    preload = [child_main.__module__, "numpy.random", *runtime[:1], "agent.daemon"]
+    preload = [
+        "agent.bench.forkserver_setup",
+        child_main.__module__,
+        "numpy.random",
+        *runtime[:1],
+        "agent.daemon",
+    ]
     ctx.set_forkserver_preload(preload)
     return ctx
 
