@@ -21,6 +21,7 @@ from coordinator.broker import (
     ManagedBroker,
     default_state_dir,
 )
+from coordinator.errors import UserError
 from coordinator.security import SecureSetup
 
 state_dir_option = click.option(
@@ -129,9 +130,14 @@ def start(port, host, password_file, local_port, binary, state_dir, as_json):
 
 
 def _warn_expiry(setup: SecureSetup) -> None:
-    if setup.exists():
-        for line in setup.expiry_warnings():
-            click.echo(f"halo-coord: warning: {line}", err=True)
+    if not setup.exists():
+        return
+    try:
+        lines = setup.expiry_warnings()
+    except UserError as exc:  # reading certificates needs the `secure` extra; the broker does not
+        lines = [f"cannot check the certificates' expiry: {exc}"]
+    for line in lines:
+        click.echo(f"halo-coord: warning: {line}", err=True)
 
 
 @broker.command()

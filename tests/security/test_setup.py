@@ -189,3 +189,14 @@ def test_broker_status_warns_before_the_server_certificate_expires(tmp_path, cap
     setup = SecureSetup(state / "broker")
     (expired,) = setup.expiry_warnings(now=time.time() + 11 * 86400)
     assert "expired on" in expired and "boards cannot connect" in expired
+
+
+def test_broker_status_without_cryptography_still_answers(tmp_path, capsys, monkeypatch):
+    state = tmp_path / "halofarm"
+    run_cli("broker", "secure", "--state-dir", str(state))
+    for name in [m for m in sys.modules if m.startswith("cryptography")]:
+        monkeypatch.setitem(sys.modules, name, None)  # uninstalled since the setup was made
+    code, out = run_main(capsys, "broker", "status", "--state-dir", str(state))
+    assert code in (0, None) and "not running" in out
+    (warning,) = [line for line in out.splitlines() if "warning" in line]
+    assert "cannot check the certificates' expiry" in warning and "halofarm[secure]" in warning
