@@ -3,11 +3,15 @@ for.
 
 A command is recorded in the store before it is published (so its acks always find a job row),
 published QoS 1 to the device's persistent session, and may be re-sent with the same cmd_id at
-any time: the agent deduplicates by cmd_id. Blob requests are answered from the store's blobs
-(`Store.put_blob_file`) in chunks of at most `protocol.bodies.CHUNK_MAX` bytes; a blob the store
-does not know gets an answer with `error` set, so the device fails the job with a reason instead
-of waiting forever. A device is served only blobs named in a command dispatched to it, so one
-board cannot fetch another's models by guessing their sha256.
+any time: the agent deduplicates by cmd_id. The agent judges ``expires_at`` by its own clock, so
+for a board whose clock is known to be off (boards without a battery-backed clock and no NTP run
+days behind) the command goes out with ``expires_at`` in the board's time.
+
+Blob requests are answered from the store's blobs (`Store.put_blob_file`) in chunks of at most
+`protocol.bodies.CHUNK_MAX` bytes; a blob the store does not know gets an answer with `error`
+set, so the device fails the job with a reason instead of waiting forever. A device is served
+only blobs named in a command dispatched to it, so one board cannot fetch another's models by
+guessing their sha256.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from paho.mqtt.properties import Properties
 from coordinator.broker import default_state_dir
 from coordinator.connect import BrokerTarget
 from coordinator.errors import UserError
+from coordinator.registry import CLOCK_WARN_S
 from coordinator.security import DeviceKeys, SecureSetup
 from coordinator.store import Store, StoreError
 from protocol.auth import sign
@@ -54,6 +59,16 @@ def new_command(kind: str, ttl_s: float = DEFAULT_COMMAND_TTL_S, **body: object)
 
 def bench_command(spec: BenchSpec, ttl_s: float = DEFAULT_COMMAND_TTL_S) -> Command:
     return new_command("bench", ttl_s, bench=spec)
+
+
+def on_device_clock(command: Command, offset_s: float | None) -> Command:
+    """``command`` as the device should get it: ``expires_at`` moved into the device's clock
+    when that is off from ours by more than CLOCK_WARN_S (``offset_s``: its clock minus ours,
+    from its heartbeats), so it expires when meant to on the board. Smaller offsets are left
+    to the agent's skew allowance (protocol.auth)."""
+    if command.expires_at is None or offset_s is None or abs(offset_s) <= CLOCK_WARN_S:
+        return command
+    return replace(command, expires_at=max(0.0, command.expires_at + offset_s))
 
 
 def command_blobs(data: object) -> set[str]:
@@ -106,6 +121,7 @@ class Controller:
         self.broker = broker
         self.keys = keys or DeviceKeys(SecureSetup(default_state_dir()))
         self._sent_blobs: set[tuple[str, str]] = set()  # (device, sha256) known to be allowed
+        self._clock_noted: set[str] = set()  # devices whose clock offset has been logged
         self.blobs_served = 0
         self.bad_requests = 0
         self._ready = threading.Event()
@@ -150,7 +166,19 @@ class Controller:
         self.store.record_dispatch(device, command)
         props = Properties(PacketTypes.PUBLISH)
         if command.expires_at is not None:
+            # The broker's own clock enforces this one, whatever the device's says.
             props.MessageExpiryInterval = max(1, int(command.expires_at - time.time()))
+        offset = self.store.clock_offset(device)
+        wire = on_device_clock(command, offset)
+        if wire is not command and device not in self._clock_noted:
+            self._clock_noted.add(device)
+            log.warning(
+                "%s's clock is %.0f s %s ours: its commands' expiry is sent in its time",
+                device,
+                abs(offset),
+                "ahead of" if offset > 0 else "behind",
+            )
+        command = wire
         if key is not None:
             command = sign(key, device, command)
         payload = encode(make(command, device))

@@ -124,13 +124,10 @@ def clock_warning(row: DeviceSummary, limit_s: float = CLOCK_WARN_S) -> str | No
     off = row.clock_offset_s
     if off is None or abs(off) <= limit_s:
         return None
-    if off > 0:
-        effect = "commands expire early on it (or are rejected as expired)"
-    else:
-        effect = "expired commands still run on it"
     return (
         f"{row.device}'s clock is {abs(off):.0f} s {'ahead of' if off > 0 else 'behind'} this "
-        f"coordinator's: {effect}, and its result timestamps are off; sync it (NTP, e.g. "
+        "coordinator's: its result timestamps are off by as much (commands are sent with their "
+        "expiry in its time); sync it (NTP, e.g. "
         "`timedatectl set-ntp true`)"
     )
 

@@ -1338,6 +1338,14 @@ class Store:
         with self._lock:
             return self._db.execute(f"SELECT count(*) FROM results{where}", args).fetchone()[0]
 
+    def clock_offset(self, device: str) -> float | None:
+        """The device's clock minus this coordinator's at its last heartbeat (None: unknown)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT clock_offset_s FROM devices WHERE device = ?", (device,)
+            ).fetchone()
+        return None if row is None else row[0]
+
     def devices(self) -> list[DeviceRecord]:
         with self._lock:
             rows = self._db.execute(

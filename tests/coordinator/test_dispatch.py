@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import queue
+import time
+import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -13,9 +16,11 @@ from coordinator.connect import BrokerTarget, parse_broker_url
 from coordinator.dispatch import Controller, bench_command, blob_answer
 from coordinator.errors import UserError
 from coordinator.store import Store
-from protocol.bodies import CHUNK_MAX, BenchSpec, BlobRequest
+from protocol.auth import Expired, sign, verify
+from protocol.bodies import CHUNK_MAX, BenchSpec, BlobRequest, Command
 from protocol.envelope import decode, encode, make
 from protocol.topics import device_topic
+from tests.coordinator.test_ingest_support import hb_message
 
 DEVICE = "board-1"
 
@@ -118,3 +123,43 @@ def test_controller_says_when_the_broker_is_unreachable(store):
 
     with pytest.raises(UserError, match="cannot reach the broker"):
         Controller(store, BrokerTarget("127.0.0.1", free_port())).start(timeout=1.0)
+
+
+def test_commands_expire_in_the_time_of_a_board_whose_clock_is_off(store, mosquitto):
+    """A board an hour ahead (its heartbeats say so): a command meant to live 10 minutes must
+    not be dead on arrival there, nor, once the board's clock is fixed, live an hour longer."""
+    now = time.time()
+    store.record_hb(dataclasses.replace(hb_message(DEVICE)[2], created_at=now + 3600), at=now)
+    inbox: queue.Queue = queue.Queue()
+    dev = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev", protocol=mqtt.MQTTv5)
+    dev.on_message = lambda c, u, msg: inbox.put(msg)
+    dev.connect(mosquitto.host, mosquitto.port)
+    dev.subscribe(device_topic(DEVICE, "cmd"), qos=1)
+    dev.loop_start()
+    key = b"k" * 32
+    try:
+        with Controller(store, BrokerTarget(mosquitto.host, mosquitto.port)) as ctl:
+            ping = Command(uuid.uuid4().hex, "ping", expires_at=time.time() + 600)
+            ctl.send(DEVICE, ping)
+            msg = inbox.get(timeout=10)
+            wire = decode(msg.payload, expect_type="cmd").body
+            assert wire.expires_at == pytest.approx(ping.expires_at + 3600, abs=1)
+            # The broker's expiry stays in real time.
+            assert 590 <= msg.properties.MessageExpiryInterval <= 600
+            # What the store keeps for the campaign logic is in this coordinator's time.
+            (job,) = store.jobs(device=DEVICE)
+            assert job.cmd_id == ping.cmd_id
+
+            board_now = time.time() + 3600
+            verify(key, DEVICE, sign(key, DEVICE, wire), now=board_now)
+            with pytest.raises(Expired):  # as it was sent before
+                verify(key, DEVICE, sign(key, DEVICE, ping), now=board_now)
+
+            # Fixed by NTP: the next heartbeat says so, and expiry is sent as it is.
+            store.record_hb(hb_message(DEVICE)[2], at=time.time())
+            ctl.send(DEVICE, ping)
+            wire = decode(inbox.get(timeout=10).payload, expect_type="cmd").body
+            assert wire.expires_at == ping.expires_at
+    finally:
+        dev.loop_stop()
+        dev.disconnect()
