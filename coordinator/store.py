@@ -579,6 +579,12 @@ class BlobInfo:
     added_at: float
 
 
+def _job_columns(env: Envelope) -> tuple:
+    """The leading columns of results and adapt_results: which job, from where, how it ended."""
+    r = env.body
+    return (r.result_id, env.msg_id, env.device, r.job_id, r.cmd_id, r.status, r.reason)
+
+
 def result_row(env: Envelope, received_at: float, raw: bytes | str | None = None) -> tuple:
     """The row to insert for a decoded result envelope: RESULT_COLUMNS in order, the last
     (payload) given as the envelope's JSON text -- ``raw``, the bytes it was decoded from, if
@@ -594,13 +600,7 @@ def result_row(env: Envelope, received_at: float, raw: bytes | str | None = None
     )
     spec = r.spec
     return (
-        r.result_id,
-        env.msg_id,
-        env.device,
-        r.job_id,
-        r.cmd_id,
-        r.status,
-        r.reason,
+        *_job_columns(env),
         spec.model_sha256,
         spec.model_name,
         r.model_bytes,
@@ -632,13 +632,7 @@ def adapt_result_row(env: Envelope, received_at: float) -> tuple:
     measured = doc.get("energy_measured") or {}
     spec = r.spec
     return (
-        r.result_id,
-        env.msg_id,
-        env.device,
-        r.job_id,
-        r.cmd_id,
-        r.status,
-        r.reason,
+        *_job_columns(env),
         spec.task or "csv",
         spec.optimizer,
         spec.model,
