@@ -193,9 +193,13 @@ def _task(opts: Dict[str, Any]) -> Any:
             return csv_files_task(*files, label=opts["label"])
 
     try:
-        return build()
+        task = build()
     except HaloError as exc:
         _fail(str(exc))
+    if opts["class_balanced"]:
+        task.source = replace(task.source, class_balanced=True)
+        task.target = replace(task.target, class_balanced=True)
+    return task
 
 
 def _network(task: Any, spec: Optional[str]) -> Any:
@@ -452,6 +456,11 @@ def _table(out: Dict[str, Any]) -> str:
 )
 @click.option("--steps", type=int, default=300, show_default=True)
 @click.option("--batch", type=int, default=64, show_default=True)
+@click.option(
+    "--class-balanced",
+    is_flag=True,
+    help="Train on class-balanced minibatches, rare classes re-sampled (thyroid always is).",
+)
 @click.option("--sparsity", help="Layer-wise update probabilities, e.g. 0.1,0.3,0.5 (dense).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=10, show_default=True, help="0: first/last.")
@@ -535,6 +544,7 @@ DEFAULT_OPTIONS: Dict[str, Any] = {
     "tune_metric": "loss",
     "steps": 300,
     "batch": 64,
+    "class_balanced": False,
     "sparsity": None,
     "seed": 0,
     "eval_every": 10,
@@ -642,6 +652,7 @@ def adaptation_document(
             "tune_lr": opts["tune_lr"],
             "steps": settings.steps,
             "batch": settings.batch_size,
+            "class_balanced": task.target.class_balanced,
             "sparsity": list(sparsity.probs) if sparsity is not None else None,
             "seed": settings.seed,
             "eval_every": settings.eval_every,

@@ -76,6 +76,7 @@ def options(spec: AdaptSpec, blobs: Dict[str, str]) -> Dict[str, Any]:
         eval_every=spec.eval_every,
         pretrain_steps=spec.pretrain_steps,
         power=spec.power,
+        class_balanced=bool(spec.class_balanced),
     )
     return opts
 

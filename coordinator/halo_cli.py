@@ -131,6 +131,8 @@ def run_table(rows: list[AdaptRow]) -> str:
 @click.option("--tune-lr", is_flag=True, help="The board tunes the lr on a validation split.")
 @click.option("--steps", type=int, default=300, show_default=True)
 @click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--class-balanced", is_flag=True,
+              help="Class-balanced minibatches (thyroid: always).")  # fmt: skip
 @click.option("--sparsity", help="Layer-wise update probabilities, e.g. 0.1,0.3,0.5.")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Runs per board, with seeds 0..K-1.")  # fmt: skip
@@ -157,6 +159,7 @@ def run(
     tune_lr: bool,
     steps: int,
     batch: int,
+    class_balanced: bool,
     sparsity: str | None,
     seeds: int,
     eval_every: int,
@@ -174,7 +177,7 @@ def run(
       halo-coord halo run --device pi4-01 --task thyroid --optimizer halo --steps 300
       halo-coord halo run --device tx2-01 --task digits --optimizer adam --tune-lr --json
       halo-coord halo run --device pi4-01 --source male.csv --target female_train.csv \\
-          --target-test female_test.csv --model mlp:30,30
+          --target-test female_test.csv --model mlp:30,30 --class-balanced
     """
     files = {"source": source, "target": target, "target_test": target_test}
     if task is not None and any(files.values()):
@@ -185,7 +188,8 @@ def run(
         )
     common = dict(task=task, label=label, model=model, optimizer=optimizer, lr=lr,
                   tune_lr=tune_lr, steps=steps, batch=batch, sparsity=sparsity,
-                  eval_every=eval_every, pretrain_steps=pretrain_steps, power=power)  # fmt: skip
+                  eval_every=eval_every, pretrain_steps=pretrain_steps, power=power,
+                  class_balanced=class_balanced or None)  # fmt: skip
     fake = "0" * 64  # checked before blobs are stored
     _spec_or_fail(
         **common,

@@ -79,6 +79,26 @@ def minibatches(rng: np.random.Generator, n: int, batch: int):
             yield order[start : start + size]
 
 
+def balanced_minibatches(rng: np.random.Generator, y: np.ndarray, batch: int):
+    """Endless minibatches over re-sampled epochs: each holds every row of the largest class
+    once and as many rows of every other class, drawn with replacement, shuffled together."""
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+    n = max(len(g) for g in groups)
+    size = min(batch, n * len(groups))
+    while True:
+        epoch = [g if len(g) == n else rng.choice(g, n) for g in groups]
+        order = rng.permutation(np.concatenate(epoch))
+        for start in range(0, len(order) - size + 1, size):
+            yield order[start : start + size]
+
+
+def training_batches(rng: np.random.Generator, data: DomainData, batch: int):
+    """The minibatch indices into ``data``'s training split: class-balanced if it says so."""
+    if data.class_balanced:
+        return balanced_minibatches(rng, data.y_train, batch)
+    return minibatches(rng, len(data.x_train), batch)
+
+
 def run_adaptation(
     net: Network,
     params: Sequence[np.ndarray],
@@ -96,7 +116,7 @@ def run_adaptation(
     mask_rng = np.random.default_rng(mask_seq)
     params = list(params)
     state = optimizer.init(params, rng=np.random.default_rng(opt_seq))
-    batches = minibatches(batch_rng, len(data.x_train), settings.batch_size)
+    batches = training_batches(batch_rng, data, settings.batch_size)
     n_tensors = len(params)
     result = AdaptResult([], np.zeros((settings.steps, n_tensors), dtype=bool))
 

@@ -65,7 +65,13 @@ def validation_split(data: DomainData, seed: int) -> DomainData:
             f"--tune-lr needs enough training rows to hold out {VALIDATION_FRACTION:.0%} for "
             f"validation; the target training data has {len(data.y_train)}"
         )
-    return DomainData(data.x_train[fit], data.y_train[fit], data.x_train[val], data.y_train[val])
+    return DomainData(
+        data.x_train[fit],
+        data.y_train[fit],
+        data.x_train[val],
+        data.y_train[val],
+        data.class_balanced,
+    )
 
 
 def tune_lr(

@@ -315,6 +315,12 @@ class AdaptSpec(Body):
     timeout_s: Optional[float] = wire(
         f.optional(f.float_in(0.0, 2 * _DAY, lo_open=True)), default=None
     )
+    # True: train on class-balanced minibatches (halo.adapt.training_batches); None: the
+    # task's own choice (thyroid: balanced; CSV files: as they come). Added after the first
+    # release, so left off the wire while None.
+    class_balanced: Optional[bool] = wire(f.optional(f.boolean), default=None)
+
+    OMIT_NONE = frozenset({"class_balanced"})
 
     def data_blobs(self) -> List[str]:
         """The CSV blobs to fetch (none for a built-in task)."""

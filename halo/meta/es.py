@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from halo.adapt import minibatches
+from halo.adapt import training_batches
 from halo.errors import ConfigError, ShapeError
 from halo.meta.objective import MetaObjective
 from halo.meta.problems import MetaProblem
@@ -166,7 +166,7 @@ class Unroll:
         self.loss0 = None
         self.episode_objective = np.zeros(self.population)
         self.xi = np.zeros((max((self.population - 1) // 2, 0), flats.shape[1]))
-        self._batches = minibatches(rng, len(self.problem.data.x_train), self.problem.batch_size)
+        self._batches = training_batches(rng, self.problem.data, self.problem.batch_size)
         self.needs_reset = False
         self.episodes += 1
 
@@ -196,8 +196,7 @@ class Unroll:
         net = problem.net
         rows = None
         if problem.loss_rows:
-            n_loss = len(problem.loss_y)
-            rows = self.rng.choice(n_loss, size=min(problem.loss_rows, n_loss), replace=False)
+            rows = loss_rows(self.rng, problem.loss_y, problem.loss_rows, data.class_balanced)
         total = np.zeros(self.population)
         all_on = np.ones(len(self.params), dtype=bool)
         with np.errstate(all="ignore"):  # a diverging member is capped by the objective
@@ -225,6 +224,17 @@ class Unroll:
         if done:
             self.needs_reset = True
         return total, done
+
+
+def loss_rows(rng: np.random.Generator, y: np.ndarray, k: int, balanced: bool) -> np.ndarray:
+    """The rows one truncation's meta-loss is measured on: ``k`` distinct random ones, or for
+    a class-balanced task an equal share of every class (with replacement) -- the loss its
+    adaptation minibatches estimate."""
+    if not balanced:
+        return rng.choice(len(y), size=min(k, len(y)), replace=False)
+    classes = np.unique(y)
+    per = max(1, k // len(classes))
+    return np.concatenate([rng.choice(np.flatnonzero(y == c), per) for c in classes])
 
 
 def episode_objective(

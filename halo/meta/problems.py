@@ -85,7 +85,11 @@ def make_problem(
         target.y_train, HELDOUT_FRACTION, np.random.default_rng(seed + 31)
     )
     data = DomainData(
-        target.x_train[adapt_idx], target.y_train[adapt_idx], target.x_test, target.y_test
+        target.x_train[adapt_idx],
+        target.y_train[adapt_idx],
+        target.x_test,
+        target.y_test,
+        target.class_balanced,
     )
     loss_x, loss_y = target.x_train[loss_idx], target.y_train[loss_idx]
     return MetaProblem(f"{kind}/seed{seed}", net, start, data, loss_x, loss_y, batch, rows)

@@ -22,12 +22,14 @@ def test_halo_run_stores_one_adapt_result(tmp_path, mosquitto):
         assert out.returncode == 2 and out.stderr.count("\n") == 1
         assert "--lr: must be null when tune_lr is true" in out.stderr
         out = coord("halo", "run", "--device", "adapt-host", "--task", "drift", "--steps", "20",
-                    "--eval-every", "10", "--pretrain-steps", "20", "--json", env=env)  # fmt: skip
+                    "--eval-every", "10", "--pretrain-steps", "20", "--class-balanced", "--json",
+                    env=env)  # fmt: skip
         assert out.returncode == 0, out.stderr + agent.log.read_text()[-2000:]
         (row,) = json.loads(out.stdout)
         assert (row["status"], row["device"], row["task"], row["optimizer"]) == (
             "ok", "adapt-host", "drift", "halo")  # fmt: skip
         assert [p["step"] for p in row["document"]["curve"]] == [0, 10, 20]
+        assert row["document"]["settings"]["class_balanced"] is True  # over the wire
         assert row["energy_method"] == "model" and row["energy_j"] > 0
         # The table form, from the same stored result; nothing reached the latency results.
         again = coord("results", "--json", "--no-sync", env=env)

@@ -103,6 +103,7 @@ def test_builtin_task_with_the_shipped_optimizer(agent, tmp_path) -> None:
     _check_contract(out)
     assert out["optimizer"] == "halo" and out["optimizer_info"]["shipped"]
     assert out["network"]["name"] == "mlp-26-30-30-4"
+    assert out["settings"]["class_balanced"] is True  # thyroid always (halo.md: "re-sampled")
     assert out["energy_measured"] is None and "no power source" in out["energy_measured_status"]
     assert out["energy"]["constants"]["board"] == "generic"
 
@@ -121,6 +122,14 @@ def test_csv_files_with_a_tuned_baseline_and_sparsity(agent, csvs, tmp_path) -> 
     assert out["tuning"]["energy_j"] > 0
     assert out["settings"]["sparsity"] == [0.1, 0.3, 0.5] and out["update_fraction"] < 0.6
     assert out["energy"]["constants"]["board"] == "rpi4"
+    assert out["settings"]["class_balanced"] is False
+    balanced = agent(
+        "--source", csvs["source"], "--target", csvs["train"], "--target-test", csvs["test"],
+        "--optimizer", "sgd", "--lr", "0.05", "--class-balanced", "--power", "none", *FAST,
+        "--json",
+    )  # fmt: skip
+    assert balanced.returncode == 0, balanced.stderr
+    assert json.loads(balanced.stdout)["settings"]["class_balanced"] is True
     # The human-readable form of the same run.
     r = agent(
         "--source", csvs["source"], "--target", csvs["train"], "--target-test", csvs["test"],

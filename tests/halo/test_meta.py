@@ -15,6 +15,7 @@ from halo.meta.es import (
     antithetic_gradient,
     antithetic_population,
     episode_objective,
+    loss_rows,
 )
 from halo.meta.objective import MetaObjective
 from halo.meta.problems import MetaProblem
@@ -100,6 +101,14 @@ def test_es_steps_lower_the_meta_objective(tiny) -> None:
         [theta], state = meta_opt.update([theta], [antithetic_gradient(eps, j, 0.05)], state)
     after = episode_objective(theta[None], opt, problem, 12, seed=7, objective=objective)[0]
     assert after < before - 0.1
+
+
+def test_meta_loss_rows_of_a_class_balanced_task_weigh_every_class_alike() -> None:
+    y = np.array([0] * 200 + [1] * 10 + [2] * 5)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(np.bincount(y[loss_rows(rng, y, 90, True)]), [30, 30, 30])
+    plain = loss_rows(rng, y, 90, False)
+    assert len(set(plain)) == 90 and np.bincount(y[plain])[0] > 60
 
 
 def test_objective_caps_divergence_and_counts_the_penalty() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from typing import Any, Dict
@@ -13,6 +14,7 @@ from protocol import (
     MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
     Ack,
+    AdaptSpec,
     BenchResult,
     BenchSpec,
     BenchStats,
@@ -125,6 +127,13 @@ def test_adapt_and_mcu_decode() -> None:
     assert (body.kind, body.adapt.task, body.adapt.steps, body.adapt.optimizer) == (
         "adapt", "drift", 20, "halo")  # fmt: skip
     assert rejection(command_dict(kind="adapt", bench=None)).field == "body.adapt"
+    # class_balanced came later: off the wire while None, so older agents see what they know.
+    assert "class_balanced" not in body.adapt.to_dict()
+    on = dataclasses.replace(body.adapt, class_balanced=True)
+    assert on.to_dict()["class_balanced"] is True
+    assert AdaptSpec.from_dict(on.to_dict()) == on
+    msg["body"]["adapt"]["class_balanced"] = "yes"
+    assert rejection(msg).field == "body.adapt.class_balanced"
     msg = command_dict(kind="mcu", bench=None, mcu={"dut": "l4r5", "windows": 3})
     body = decode(json.dumps(msg).encode()).body
     assert (body.kind, body.mcu.dut, body.mcu.windows, body.mcu.min_window_s) == (

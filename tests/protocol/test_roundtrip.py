@@ -169,6 +169,7 @@ def adapt_specs(draw: Callable[..., Any]) -> AdaptSpec:
         pretrain_steps=draw(st.integers(0, 1000000)),
         power=draw(st.sampled_from(["none", "auto", "ina3221x"])),
         timeout_s=draw(st.none() | number(1e-3, 172800.0)),
+        class_balanced=draw(st.sampled_from([None, True, False])),
     )
 
 
