@@ -26,7 +26,8 @@ class-balanced minibatches (the paper's "re-sampled") and is scored by **balance
 rows are one class, so plain accuracy (reported beside it) falls as the rare classes get
 predicted. Baselines' learning rates are tuned per seed on a
 validation split of the target's training rows (``halo.tune``: 7 half-decade values, same
-steps, by the same score, ties to the lower validation loss); HALO is not tuned.
+steps, each rate scored as the worse of two runs with different minibatch seeds, by the same
+score, ties to the lower validation loss); HALO is not tuned.
 
 Reference in the same run: Adam (tuned) for every ratio.
 

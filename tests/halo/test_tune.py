@@ -9,7 +9,7 @@ from halo.adapt import AdaptSettings, start_point
 from halo.errors import ConfigError
 from halo.tasks import DriftSettings, drift_task
 from halo.tasks.base import DomainData
-from halo.tune import VALIDATION_FRACTION, tune_lr, validation_split
+from halo.tune import RUNS_PER_LR, VALIDATION_FRACTION, tune_lr, validation_split
 
 
 def test_tuning_picks_from_the_grid_without_the_test_split() -> None:
@@ -23,6 +23,12 @@ def test_tuning_picks_from_the_grid_without_the_test_split() -> None:
     assert result.lr != 10.0  # diverges
     best = max(result.scores, key=lambda s: (s["accuracy"], -s["loss"]))
     assert result.lr == best["lr"]
+    # Each rate scores as the worse of its runs (two minibatch seeds).
+    assert len(result.runs) == RUNS_PER_LR * len(grid) and RUNS_PER_LR == 2
+    for score, pair in zip(result.scores, zip(result.runs[::2], result.runs[1::2])):
+        assert score["accuracy"] == min(r.test_accuracy[-1] for r in pair)
+    assert pair[0].losses != pair[1].losses
+    assert result.as_dict()["runs_per_lr"] == RUNS_PER_LR
     # Scrambling the test split changes nothing: tuning never reads it.
     rng = np.random.default_rng(0)
     scrambled = DomainData(
