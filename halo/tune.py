@@ -13,7 +13,7 @@ through one run by luck and win by a single validation row, then collapse in the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -70,12 +70,12 @@ def validation_split(data: DomainData, seed: int) -> DomainData:
             f"--tune-lr needs enough training rows to hold out {VALIDATION_FRACTION:.0%} for "
             f"validation; the target training data has {len(data.y_train)}"
         )
-    return DomainData(
-        data.x_train[fit],
-        data.y_train[fit],
-        data.x_train[val],
-        data.y_train[val],
-        data.class_balanced,
+    return replace(
+        data,
+        x_train=data.x_train[fit],
+        y_train=data.y_train[fit],
+        x_test=data.x_train[val],
+        y_test=data.y_train[val],
     )
 
 

@@ -9,7 +9,7 @@ itself (drift) and the pretraining run; held-out seeds give unseen problems of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
@@ -84,12 +84,6 @@ def make_problem(
     adapt_idx, loss_idx = stratified_split(
         target.y_train, HELDOUT_FRACTION, np.random.default_rng(seed + 31)
     )
-    data = DomainData(
-        target.x_train[adapt_idx],
-        target.y_train[adapt_idx],
-        target.x_test,
-        target.y_test,
-        target.class_balanced,
-    )
+    data = replace(target, x_train=target.x_train[adapt_idx], y_train=target.y_train[adapt_idx])
     loss_x, loss_y = target.x_train[loss_idx], target.y_train[loss_idx]
     return MetaProblem(f"{kind}/seed{seed}", net, start, data, loss_x, loss_y, batch, rows)

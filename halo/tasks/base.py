@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -103,8 +103,6 @@ def standardise(
     scaler = Standardizer.fit(source.x_train)
 
     def apply(d: DomainData) -> DomainData:
-        return DomainData(
-            scaler(d.x_train), d.y_train, scaler(d.x_test), d.y_test, d.class_balanced
-        )
+        return replace(d, x_train=scaler(d.x_train), x_test=scaler(d.x_test))
 
     return apply(source), apply(target), scaler
